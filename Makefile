@@ -1,0 +1,47 @@
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+MODEL  ?= models/digits.pkl
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: serve test model lint bench image-test clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+# The venv is (re)installed when pyproject.toml or constraints.txt change; the stamp files make it idempotent.
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) install -q -c constraints.txt -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+$(MODEL): | $(VENV)/.installed
+	$(PY) -m training data digits data/digits
+	$(PY) -m training train data/digits --arch cnn --epochs 8 --lr 1e-2 --out $(MODEL)
+
+model: $(VENV)/.installed $(MODEL)  ## train the default digits model (models/digits.pkl) if missing
+
+serve: $(VENV)/.installed $(MODEL)  ## install, train the default model if missing, serve on http://127.0.0.1:8000
+	LEARNSERVE_MODEL_PATH=$(MODEL) $(PY) -m app serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-dev  ## install with dev extras and run the whole test suite
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed-dev  ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.installed-dev  ## benchmark learnserve against the in-process limit and a learn.predict server
+	$(PY) -m bench
+
+clean:  ## remove caches (not the venv, not models)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,63 @@
+"""`interpret`: confusion matrix, top losses (grid and CSV) and most-confused pairs on the validation split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from fastai.interpret import ClassificationInterpretation
+from fastai.learner import load_learner
+
+from training.datasets import load_table, split_indices
+from training.errors import TrainingError
+from training.manifest import read_manifest
+from training.plots import save_current_figure
+
+TOP_LOSSES_COLUMNS = ["path", "actual", "predicted", "loss", "probability"]
+
+
+def validation_frame(model: Path, data: str) -> pd.DataFrame:
+    """The same validation split `train` used, rebuilt from the manifest's seed and valid_pct."""
+    hyper = read_manifest(model).hyperparameters
+    table = load_table(data)
+    _, valid_idx = split_indices(len(table.frame), float(hyper["valid_pct"]), int(hyper["seed"]))
+    return table.frame.iloc[valid_idx].reset_index(drop=True)
+
+
+def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, str, int]]:
+    if not model.is_file():
+        raise TrainingError(f"model file '{model}' does not exist")
+    learn = load_learner(model)
+    vocab = list(learn.dls.vocab)
+    frame = validation_frame(model, data)
+    unknown = sorted(set(frame["label"]) - set(vocab))
+    if unknown:
+        frame = frame[frame["label"].isin(vocab)].reset_index(drop=True)
+        print(f"ignoring validation images of classes the model does not know: {', '.join(unknown)}")
+    dl = learn.dls.test_dl(frame, with_labels=True, num_workers=0)
+    with learn.no_bar():
+        interp = ClassificationInterpretation.from_learner(learn, dl=dl)
+    out.mkdir(parents=True, exist_ok=True)
+
+    interp.plot_confusion_matrix(figsize=(6, 6))
+    save_current_figure(out / "confusion_matrix.png")
+
+    k = min(k, len(frame))
+    losses, idxs = interp.top_losses(k)
+    probs = interp.preds[idxs]
+    rows = [
+        {
+            "path": frame.loc[int(i), "path"],
+            "actual": frame.loc[int(i), "label"],
+            "predicted": vocab[int(p.argmax())],
+            "loss": round(float(loss), 4),
+            "probability": round(float(p.max()), 4),
+        }
+        for loss, i, p in zip(losses, idxs, probs, strict=True)
+    ]
+    pd.DataFrame(rows, columns=TOP_LOSSES_COLUMNS).to_csv(out / "top_losses.csv", index=False)
+    with learn.no_bar():
+        interp.plot_top_losses(k, nrows=max(1, int(k**0.5)))
+    save_current_figure(out / "top_losses.png", title="prediction/actual/loss/probability")
+
+    return [(str(a), str(b), int(n)) for a, b, n in interp.most_confused(min_val=1)]

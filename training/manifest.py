@@ -1,0 +1,86 @@
+"""The manifest written next to every exported learner: the contract between `training` and `app`.
+
+Imports only pydantic and the standard library, so the service can read it before touching fastai or torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MANIFEST_VERSION = 1
+
+
+class Normalization(BaseModel):
+    mean: list[float]
+    std: list[float]
+
+
+class Preprocessing(BaseModel):
+    resize_method: str = Field(description="fastai Resize method: squish, crop or pad")
+    size: int = Field(description="square input size in pixels")
+    normalize: Normalization | None = Field(description="per-channel stats applied after scaling to 0..1")
+    augment: bool = Field(description="training-time augmentation (skipped at inference)")
+
+
+class Metrics(BaseModel):
+    accuracy: float
+    error_rate: float
+    valid_loss: float
+
+
+class DatasetInfo(BaseModel):
+    source: str
+    counts: dict[str, int] = Field(description="images per class, train and validation together")
+    train_size: int
+    valid_size: int
+    skipped_corrupt: int = 0
+    ignored_non_image: int = 0
+
+
+class Manifest(BaseModel):
+    manifest_version: int = MANIFEST_VERSION
+    name: str
+    classes: list[str] = Field(description="labels in the model's output order (the learner's vocab)")
+    arch: str
+    input_size: int
+    preprocessing: Preprocessing
+    metrics: Metrics
+    dataset: DatasetInfo
+    hyperparameters: dict[str, Any]
+    versions: dict[str, str]
+    sha256: str
+    created_at: datetime
+    train_seconds: float
+
+    @property
+    def python_minor(self) -> str:
+        """'3.11' from the recorded Python version: fastai 2.8 pickles only load on the same minor."""
+        return ".".join(self.versions.get("python", "").split(".")[:2])
+
+
+def manifest_path(model_path: Path) -> Path:
+    """models/NAME.pkl -> models/NAME.json"""
+    return model_path.with_suffix(".json")
+
+
+def read_manifest(model_path: Path) -> Manifest:
+    return Manifest.model_validate_json(manifest_path(model_path).read_text(encoding="utf-8"))
+
+
+def write_manifest(model_path: Path, manifest: Manifest) -> Path:
+    path = manifest_path(model_path)
+    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
