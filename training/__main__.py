@@ -20,17 +20,25 @@ EPILOG = """examples:
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="a folder with one subfolder per class, a CSV of path,label rows, or 'digits'")
-    p.add_argument("--arch", default="cnn", help="cnn (small convnet, fast on CPU), resnet18, resnet34 or resnet50")
+    p.add_argument(
+        "data", help="a folder with one subfolder per class, a CSV of path,label rows, or 'digits'"
+    )
+    p.add_argument(
+        "--arch", default="cnn", help="cnn (small convnet, fast on CPU), resnet18, resnet34 or resnet50"
+    )
     p.add_argument(
         "--pretrained",
         action=argparse.BooleanOptionalAction,
         default=False,
         help="start a resnet from ImageNet weights (needs them cached or a network); default: from scratch",
     )
-    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: 28 for cnn, 224 for resnets)")
+    p.add_argument(
+        "--size", type=int, default=None, help="input size in pixels (default: 28 for cnn, 224 for resnets)"
+    )
     p.add_argument("--bs", type=int, default=64, help="batch size (default: 64)")
-    p.add_argument("--valid-pct", type=float, default=0.2, help="share of images held out for validation (0.2)")
+    p.add_argument(
+        "--valid-pct", type=float, default=0.2, help="share of images held out for validation (0.2)"
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed for the split and the weights (42)")
     p.add_argument("--resize-method", default="squish", help="squish, crop or pad (default: squish)")
     p.add_argument("--augment", action="store_true", help="light augmentation: rotate, zoom, warp; no flips")
@@ -54,10 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--out", type=Path, required=True, help="where to write the learner, e.g. models/NAME.pkl")
     p.add_argument("--epochs", type=int, default=8, help="one-cycle epochs (8); 0 exports an untrained model")
-    p.add_argument("--lr", default=None, help="learning rate, or 'find' for the lr finder's valley (default: 1e-2 cnn, 2e-3 resnets)")
-    p.add_argument("--freeze-epochs", type=int, default=0, help="fine-tune: epochs with the body frozen first (resnets)")
-    p.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE", help="stop after PATIENCE epochs without a better valid_loss")
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the fresh-process reload check")
+    p.add_argument(
+        "--lr",
+        default=None,
+        help="learning rate, or 'find' for the lr finder's valley (default: 1e-2 cnn, 2e-3 resnets)",
+    )
+    p.add_argument(
+        "--freeze-epochs", type=int, default=0, help="fine-tune: epochs with the body frozen first (resnets)"
+    )
+    p.add_argument(
+        "--early-stop",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a better valid_loss",
+    )
+    p.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="skip the fresh-process reload check"
+    )
 
     p = sub.add_parser("lr-find", help="run the learning-rate finder and save its plot")
     add_model_options(p)
@@ -65,13 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("interpret", help="confusion matrix, top losses and most confused pairs")
     p.add_argument("model", type=Path, help="an exported MODEL.pkl (with its .json manifest beside it)")
-    p.add_argument("data", help="the dataset it was trained on (the validation split is rebuilt from the manifest)")
+    p.add_argument(
+        "data", help="the dataset it was trained on (the validation split is rebuilt from the manifest)"
+    )
     p.add_argument("--out", type=Path, default=Path("interpretation"), help="folder for the PNGs and CSV")
     p.add_argument("--top", type=int, default=9, help="how many top losses to show and list (9)")
 
     p = sub.add_parser("clean", help="apply keep/delete/relabel decisions from a CSV (nothing is destroyed)")
     p.add_argument("data", type=Path, help="the class-folder dataset")
-    p.add_argument("--decisions", type=Path, required=True, help="top_losses.csv with an added 'action' column")
+    p.add_argument(
+        "--decisions", type=Path, required=True, help="top_losses.csv with an added 'action' column"
+    )
 
     p = sub.add_parser("summary", help="print the layer table of an exported model")
     p.add_argument("model", type=Path)
@@ -91,8 +117,10 @@ def run(args: argparse.Namespace) -> None:
         opts = TrainOptions(**{k: v for k, v in vars(args).items() if k != "command"})
         manifest = train(opts)
         m = manifest.metrics
-        print(f"accuracy {m.accuracy:.4f}, error_rate {m.error_rate:.4f}, valid_loss {m.valid_loss:.4f} "
-              f"in {manifest.train_seconds:.1f}s")
+        print(
+            f"accuracy {m.accuracy:.4f}, error_rate {m.error_rate:.4f}, valid_loss {m.valid_loss:.4f} "
+            f"in {manifest.train_seconds:.1f}s"
+        )
         print(f"model:    {opts.out}\nmanifest: {opts.out.with_suffix('.json')}")
     elif args.command == "lr-find":
         import tempfile
@@ -100,9 +128,9 @@ def run(args: argparse.Namespace) -> None:
         from training.learner import ModelOptions, prepare
         from training.lr_find import find_lr
 
-        opts = ModelOptions(**{k: v for k, v in vars(args).items() if k not in ("command", "plot")})
+        model_opts = ModelOptions(**{k: v for k, v in vars(args).items() if k not in ("command", "plot")})
         with tempfile.TemporaryDirectory(prefix="learnserve-lr-") as tmp:
-            found = find_lr(prepare(opts, Path(tmp)).learn, plot=args.plot)
+            found = find_lr(prepare(model_opts, Path(tmp)).learn, plot=args.plot)
         print("suggested learning rates: " + ", ".join(f"{k} {v:.2e}" for k, v in found.items()))
         print(f"plot: {args.plot}")
     elif args.command == "interpret":
