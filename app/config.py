@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         20.0, ge=0, description="on SIGTERM, how long in-flight requests may take to finish"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_full_batch(self) -> Settings:
+        if self.max_queue < self.max_files:
+            raise ValueError(f"max_queue ({self.max_queue}) must be at least max_files ({self.max_files})")
+        return self
 
     @property
     def max_request_bytes(self) -> int:

@@ -33,7 +33,12 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return error_json(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    detail = str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"There is no {request.url.path}; the API is listed at /docs."
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}; the API is listed at /docs."
+    return error_json(exc.status_code, code, detail, dict(exc.headers or {}))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -91,7 +91,7 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
         scale = 255.0 if pixels.max(initial=0) <= 1.0 else 1.0
     else:
         scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 1.0
-    return Image.fromarray(np.clip(pixels * scale + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(pixels * scale + 0.5, 0, 255).astype(np.uint8))
 
 
 _UNSAFE = re.compile(r"[^\w.\- ()\[\]+,@=]")

@@ -55,3 +55,20 @@ def tiny_model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert code == 0, stderr
     assert "reload check" in stdout
     return out
+
+
+@pytest.fixture
+def settings(tiny_model: Path):  # type: ignore[no-untyped-def]
+    from app.config import Settings
+
+    return Settings(model_path=tiny_model, max_upload_bytes=200_000, max_pixels=1_000_000, max_files=8, top_k=3)
+
+
+@pytest.fixture
+def client(settings):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(settings)) as c:
+        yield c

@@ -1,0 +1,116 @@
+"""The dynamic batcher: concurrent requests share forward passes and get exactly their own answers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.errors import NotReady, Overloaded
+from app.predictor import Prediction, Predictor
+from tests.images import sample
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model: Path) -> Predictor:
+    return Predictor.load(tiny_model, "cpu")
+
+
+def test_concurrent_submissions_get_their_sequential_answers(predictor: Predictor) -> None:
+    from app.batcher import Batcher
+
+    images = [sample(label, seed=i) for i, label in enumerate(["red", "green", "blue"] * 20)]
+    sequential = [predictor.predict([img])[0] for img in images]
+    sizes: list[int] = []
+
+    async def main() -> list[Prediction]:
+        batcher = Batcher(predictor.predict, max_batch_size=16, max_wait_ms=20, max_queue=1000)
+        batcher.on_batch = lambda n, _: sizes.append(n)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(one(batcher, img) for img in images))
+        finally:
+            await batcher.stop()
+
+    async def one(batcher: Batcher, img: Image.Image) -> Prediction:
+        await asyncio.sleep(0)
+        [p] = await batcher.submit([img])
+        return p
+
+    concurrent = asyncio.run(main())
+    for got, want in zip(concurrent, sequential, strict=True):
+        assert got.label == want.label
+        assert max(abs(a - b) for a, b in zip(got.probabilities, want.probabilities, strict=True)) < 1e-5
+    assert sum(sizes) == len(images)
+    assert max(sizes) > 1 and max(sizes) <= 16  # requests really shared forward passes
+
+
+def test_full_queue_answers_overloaded_and_recovers() -> None:
+    from app.batcher import Batcher
+
+    release = threading.Event()
+
+    def slow(images: Sequence[Image.Image]) -> list[Prediction]:
+        release.wait(5)
+        return [Prediction("x", 1.0, (1.0,)) for _ in images]
+
+    async def main() -> None:
+        batcher = Batcher(slow, max_batch_size=2, max_wait_ms=0, max_queue=4)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([sample()] * 4))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit([sample()])
+        assert info.value.headers() == {"Retry-After": "1"}
+        release.set()
+        assert len(await first) == 4
+        assert len(await batcher.submit([sample()])) == 1  # room again
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_a_failing_model_fails_only_its_batch() -> None:
+    from app.batcher import Batcher
+
+    calls = 0
+
+    def flaky(images: Sequence[Image.Image]) -> list[Prediction]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return [Prediction("ok", 1.0, (1.0,)) for _ in images]
+
+    async def main() -> None:
+        batcher = Batcher(flaky, max_batch_size=4, max_wait_ms=0, max_queue=10)
+        batcher.start()
+        with pytest.raises(RuntimeError):
+            await batcher.submit([sample()])
+        assert (await batcher.submit([sample()]))[0].label == "ok"
+        await batcher.stop()
+        with pytest.raises(NotReady):
+            await batcher.submit([sample()])
+
+    asyncio.run(main())
+
+
+def test_lone_request_waits_at_most_max_wait(predictor: Predictor) -> None:
+    from app.batcher import Batcher
+
+    async def main() -> float:
+        batcher = Batcher(predictor.predict, max_batch_size=64, max_wait_ms=30, max_queue=10)
+        batcher.start()
+        await batcher.submit([sample()])  # warm
+        started = time.perf_counter()
+        await batcher.submit([sample()])
+        elapsed = time.perf_counter() - started
+        await batcher.stop()
+        return elapsed
+
+    assert asyncio.run(main()) < 1.0  # generous: shared CI cores; the point is it does not wait for 64

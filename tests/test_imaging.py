@@ -1,0 +1,163 @@
+"""Decoding: content decides the format, limits apply before pixels are decoded, unusual images are normalised."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.errors import CorruptImage, EmptyFile, TooManyPixels, UnsupportedImage
+from app.imaging import decode_image, safe_filename
+from tests.images import (
+    animated_gif,
+    encode,
+    exif_rotated_jpeg,
+    gray16_png,
+    many_formats,
+    palette_with_transparency,
+    rgba_with_transparent_corner,
+    sample,
+)
+
+LIMIT = 10_000_000
+
+
+@pytest.mark.parametrize(("name", "data"), many_formats().items())
+def test_every_accepted_format_and_mode_decodes_to_rgb(name: str, data: bytes) -> None:
+    img = decode_image(data, LIMIT)
+    assert img.mode == "RGB", name
+    assert img.width >= 1 and img.height >= 1
+
+
+def test_plain_rgb_png_is_pixel_identical_to_fastai_decoding() -> None:
+    from fastai.vision.core import PILImage
+
+    data = encode(sample("red"), "PNG")
+    ours = np.asarray(decode_image(data, LIMIT))
+    fastai = np.asarray(PILImage.create(data))
+    assert np.array_equal(ours, fastai)
+
+
+def test_exif_orientation_is_applied() -> None:
+    img = decode_image(exif_rotated_jpeg(), LIMIT)
+    assert img.size == (24, 40)  # stored 40x24 sideways
+
+
+def test_transparency_is_composited_on_white() -> None:
+    img = decode_image(encode(rgba_with_transparent_corner(), "PNG"), LIMIT)
+    assert img.getpixel((0, 0)) == (255, 255, 255)
+    palette = decode_image(palette_with_transparency(), LIMIT)
+    assert (255, 255, 255) in {palette.getpixel((x, y)) for x in range(32) for y in range(32)}
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped() -> None:
+    img = decode_image(gray16_png(), LIMIT)
+    expected = np.asarray(sample("red").convert("L"))
+    assert np.abs(np.asarray(img)[..., 0].astype(int) - expected).max() <= 1
+
+
+def test_animated_gif_gives_first_frame() -> None:
+    img = decode_image(animated_gif("green"), LIMIT)
+    r, g, b = np.asarray(img).reshape(-1, 3).mean(axis=0)
+    assert g > r and g > b
+
+
+def test_cmyk_jpeg_keeps_its_colours() -> None:
+    img = decode_image(encode(sample("blue").convert("CMYK"), "JPEG", quality=95), LIMIT)
+    r, g, b = np.asarray(img).reshape(-1, 3).mean(axis=0)
+    assert b > r + 50 and b > g + 50
+
+
+def test_empty_file() -> None:
+    with pytest.raises(EmptyFile):
+        decode_image(b"", LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (b"%PDF-1.7\n1 0 obj\n", "PDF"),
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
+        (b"<svg width='10' height='10'></svg>", "SVG"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00", "AVIF"),
+        (encode(sample(), "TIFF"), "TIFF"),
+        (b"hello, this is text and not an image", "not a"),
+        (encode(sample(), "PPM"), "not a"),
+    ],
+)
+def test_unsupported_content_is_415_whatever_the_name(data: bytes, named: str) -> None:
+    with pytest.raises(UnsupportedImage, match=named):
+        decode_image(data, LIMIT)
+
+
+def test_truncated_image_is_corrupt() -> None:
+    data = encode(sample(size=64), "JPEG")
+    with pytest.raises(CorruptImage):
+        decode_image(data[: len(data) // 2], LIMIT)
+    png = encode(sample(size=64), "PNG")
+    with pytest.raises(CorruptImage):
+        decode_image(png[: len(png) - 40], LIMIT)
+
+
+def test_too_many_pixels_is_refused_before_decoding() -> None:
+    with pytest.raises(TooManyPixels, match="limit"):
+        decode_image(encode(sample(size=64), "PNG"), max_pixels=1000)
+
+
+def huge_declared_png(width: int, height: int) -> bytes:
+    """A tiny file whose header claims a gigantic image (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [20_000, 100_000])
+def test_decompression_bomb_headers_are_refused(side: int) -> None:
+    data = huge_declared_png(side, side)
+    assert len(data) < 200
+    with pytest.raises(TooManyPixels):
+        decode_image(data, LIMIT)
+
+
+def test_one_by_one_image() -> None:
+    img = decode_image(encode(Image.new("L", (1, 1), 7), "BMP"), LIMIT)
+    assert img.size == (1, 1) and img.getpixel((0, 0)) == (7, 7, 7)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\photo.jpg", "photo.jpg"),
+        ("evil\r\nSet-Cookie: x.png", "evilSet-Cookie_ x.png"),
+        ("", "upload"),
+        (None, "upload"),
+        ("..", "upload"),
+        ("a" * 300 + ".png", "a" * 100),
+        ("<script>alert(1)</script>.jpg", "script_.jpg"),
+        ("x<b>.png", "x_b_.png"),
+    ],
+)
+def test_filenames_are_sanitised(raw: str | None, expected: str) -> None:
+    assert safe_filename(raw) == expected
+
+
+def test_decoder_never_lets_a_random_exception_out() -> None:
+    rng = np.random.default_rng(0)
+    good = encode(sample(size=48), "PNG")
+    for _ in range(200):  # flip bytes all over a valid file: every outcome is an image or a client error
+        data = bytearray(good)
+        for pos in rng.integers(8, len(data), 6):
+            data[pos] = int(rng.integers(0, 256))
+        try:
+            assert decode_image(bytes(data), LIMIT).mode == "RGB"
+        except (CorruptImage, UnsupportedImage, TooManyPixels):
+            pass
+    assert io  # keep the import used for readers who add stream-based cases
