@@ -30,6 +30,9 @@ def clean(data: Path, decisions: Path) -> Counter[str]:
     classes = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))}
     # Check every decision before moving anything, so a typo in row 40 does not leave rows 1-39 half applied.
     moves = [plan(root, classes, Path(row["path"]), (row["action"] or "").strip()) for row in rows]
+    for src, dest, _ in moves:
+        if dest is not None and dest != src and src.exists() and dest.exists():
+            raise TrainingError(f"cannot move {src} to {dest}: a file is already there")
     summary: Counter[str] = Counter()
     for src, dest, action in moves:
         summary[move(src, dest, action)] += 1

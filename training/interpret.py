@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import load_learner
+from fastai.vision import learner as _vision_learner  # noqa: F401  registers plot_top_losses for images
 
 from training.datasets import load_table, split_indices
 from training.errors import TrainingError
@@ -37,6 +38,7 @@ def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, 
     dl = learn.dls.test_dl(frame, with_labels=True, num_workers=0)
     with learn.no_bar():
         interp = ClassificationInterpretation.from_learner(learn, dl=dl)
+        all_probs, _ = learn.get_preds(dl=dl)  # fastai 2.8's Interpretation keeps losses only, not preds
     out.mkdir(parents=True, exist_ok=True)
 
     interp.plot_confusion_matrix(figsize=(6, 6))
@@ -44,7 +46,7 @@ def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, 
 
     k = min(k, len(frame))
     losses, idxs = interp.top_losses(k)
-    probs = interp.preds[idxs]
+    probs = all_probs[idxs]
     rows = [
         {
             "path": frame.loc[int(i), "path"],

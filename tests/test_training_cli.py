@@ -1,0 +1,210 @@
+"""The CLI's contract with its user: `--help` everywhere, and bad input answered with one `error:` line, exit 2."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_image, run_cli
+
+from training.__main__ import main
+
+pytestmark = [
+    pytest.mark.slow,
+    # torch 2.14 warns when fastai's layers module calls torch.jit.script at import; third-party, harmless here.
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning"),
+]
+
+FAST = ("--size", "16", "--bs", "16", "--epochs", "0", "--no-verify")
+
+
+def assert_clean_error(code: int, out: str, err: str, *fragments: str) -> None:
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in out + err
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --- help ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["COMMAND", "data", "train", "lr-find", "interpret", "clean", "summary", "examples:"]),
+        (["data"], ["digits", "dest", "--size"]),
+        (["train"], ["--out", "--arch", "--pretrained", "--no-pretrained", "--size", "--bs", "--epochs", "--lr",
+                     "--freeze-epochs", "--valid-pct", "--seed", "--early-stop", "--no-verify", "--augment"]),
+        (["lr-find"], ["--plot", "--arch", "--size", "--bs"]),
+        (["interpret"], ["model", "data", "--out", "--top"]),
+        (["clean"], ["data", "--decisions"]),
+        (["summary"], ["model"]),
+    ],
+    ids=["top", "data", "train", "lr-find", "interpret", "clean", "summary"],
+)  # fmt: skip
+def test_help(argv: list[str], expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m training")
+    for option in expected:
+        assert option in out
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+# --- bad data -----------------------------------------------------------------------------------------------
+
+
+def test_missing_data_path(tmp_path: Path) -> None:
+    out = tmp_path / "m.pkl"
+    assert_clean_error(
+        *run_cli("train", str(tmp_path / "nowhere"), "--out", str(out), *FAST), "does not exist"
+    )
+    assert not out.exists()
+
+
+def test_folder_with_one_class(dataset: Path, tmp_path: Path) -> None:
+    data = tmp_path / "one"
+    shutil.copytree(dataset / "red", data / "red")
+    assert_clean_error(*run_cli("train", str(data), "--out", str(tmp_path / "m.pkl"), *FAST), "two class")
+
+
+def test_folder_with_no_class_folders(dataset: Path, tmp_path: Path) -> None:
+    data = tmp_path / "flat"
+    data.mkdir()
+    for src in list((dataset / "red").iterdir())[:3]:
+        shutil.copy(src, data / src.name)
+    assert_clean_error(*run_cli("train", str(data), "--out", str(tmp_path / "m.pkl"), *FAST), "0 class")
+
+
+@pytest.mark.parametrize("junk", [None, "readme.txt"], ids=["empty-folder", "only-non-images"])
+def test_class_without_images(dataset: Path, tmp_path: Path, junk: str | None) -> None:
+    data = shutil.copytree(dataset, tmp_path / "colors")
+    (data / "purple").mkdir()
+    if junk:
+        (data / "purple" / junk).write_text("no pixels here")
+    code, out, err = run_cli("train", str(data), "--out", str(tmp_path / "m.pkl"), *FAST)
+    assert_clean_error(code, out, err, "no readable images", "purple")
+
+
+def test_class_with_only_corrupt_images(dataset: Path, tmp_path: Path) -> None:
+    data = shutil.copytree(dataset, tmp_path / "colors")
+    (data / "purple").mkdir()
+    (data / "purple" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, out, err = run_cli("train", str(data), "--out", str(tmp_path / "m.pkl"), *FAST)
+    assert_clean_error(code, out, err, "no readable images", "purple")
+
+
+def test_data_file_that_is_not_csv(tmp_path: Path) -> None:
+    data = tmp_path / "image.png"
+    make_image((1, 2, 3), seed=0).save(data)
+    assert_clean_error(*run_cli("train", str(data), "--out", str(tmp_path / "m.pkl"), *FAST), ".csv")
+
+
+def test_csv_without_header(tmp_path: Path) -> None:
+    data = tmp_path / "labels.csv"
+    data.write_text("a.png,red\nb.png,blue\n")
+    assert_clean_error(*run_cli("train", str(data), "--out", str(tmp_path / "m.pkl"), *FAST), "'path'")
+
+
+# --- bad options --------------------------------------------------------------------------------------------
+
+
+def test_unknown_arch(dataset: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(
+        "train", str(dataset), "--out", str(tmp_path / "m.pkl"), *FAST, "--arch", "vgg16"
+    )
+    assert_clean_error(code, out, err, "unknown --arch 'vgg16'", "resnet18")
+
+
+def test_unknown_resize_method(dataset: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(
+        "train", str(dataset), "--out", str(tmp_path / "m.pkl"), *FAST, "--resize-method", "zoom"
+    )
+    assert_clean_error(code, out, err, "--resize-method")
+
+
+def test_pretrained_cnn_is_refused(dataset: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli("train", str(dataset), "--out", str(tmp_path / "m.pkl"), *FAST, "--pretrained")
+    assert_clean_error(code, out, err, "--no-pretrained")
+
+
+def test_pretrained_resnet_without_cached_weights_or_network(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch_home = tmp_path / "torch-home"
+    torch_home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    # Offline here already; a dead proxy keeps the test offline (and fast) on machines with a network too.
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "m.pkl"
+    started = time.perf_counter()
+    code, stdout, err = run_cli(
+        "train", str(dataset), "--out", str(out), *FAST, "--arch", "resnet18", "--pretrained"
+    )
+    assert time.perf_counter() - started < 60
+    checkpoints = torch_home / "hub" / "checkpoints"
+    assert_clean_error(code, stdout, err, "--no-pretrained", "resnet18-", ".pth", str(checkpoints))
+    assert not out.exists()
+    assert not any(checkpoints.glob("*.pth"))
+
+
+@pytest.mark.parametrize("lr", ["fast", "-1", "0"])
+def test_bad_lr(dataset: Path, tmp_path: Path, lr: str) -> None:
+    before = snapshot(dataset)
+    out = tmp_path / "m.pkl"
+    assert_clean_error(*run_cli("train", str(dataset), "--out", str(out), *FAST, "--lr", lr), "--lr")
+    assert not out.exists()
+    assert snapshot(dataset) == before
+
+
+@pytest.mark.parametrize("valid_pct", ["0", "1.5"])
+def test_bad_valid_pct(dataset: Path, tmp_path: Path, valid_pct: str) -> None:
+    code, out, err = run_cli(
+        "train", str(dataset), "--out", str(tmp_path / "m.pkl"), *FAST, "--valid-pct", valid_pct
+    )
+    assert_clean_error(code, out, err, "--valid-pct")
+
+
+def test_out_under_a_regular_file(dataset: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("I am a file, not a folder")
+    out = blocker / "m.pkl"
+    assert_clean_error(*run_cli("train", str(dataset), "--out", str(out), *FAST), "cannot write --out")
+    assert blocker.read_text() == "I am a file, not a folder"
+
+
+def test_out_must_be_a_pkl(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    assert_clean_error(*run_cli("train", str(dataset), "--out", str(out), *FAST), ".pkl")
+    assert not out.exists()
+
+
+def test_bad_number_option_is_an_argparse_usage_error(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(dataset), "--out", str(tmp_path / "m.pkl"), "--epochs", "many"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument --epochs: invalid int value: 'many'" in err
+    assert "Traceback" not in err
