@@ -26,6 +26,9 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.status.begin_drain()
         super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal after its graceful shutdown, so the process would die "killed by
+        # SIGTERM" (exit 143 in a container). We drain completely first, so report a clean exit instead.
+        self._captured_signals.clear()
 
 
 def serve(settings: Settings, host: str, port: int) -> int:

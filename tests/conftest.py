@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def write_dataset(root: Path, per_class: int = 16) -> Path:
     for label, color in COLORS.items():
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            make_image(color, seed=hash((label, i)) % 2**32).save(root / label / f"{label}_{i:02d}.png")
+            make_image(color, seed=zlib.crc32(f"{label}-{i}".encode())).save(root / label / f"{label}_{i:02d}.png")
     return root
 
 

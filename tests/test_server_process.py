@@ -1,0 +1,201 @@
+"""A real `python -m app serve` process on a free port: HTTP uploads, concurrency, overload, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.predictor import Predictor
+from tests.images import encode, many_formats, sample
+from training.manifest import manifest_path
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(model: Path, port: int, **env: str) -> subprocess.Popen[str]:
+    environ = {**os.environ, "LEARNSERVE_MODEL_PATH": str(model), **{f"LEARNSERVE_{k}": v for k, v in env.items()}}
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """Kill if still running, then collect the output (which also closes the pipe)."""
+    if proc.poll() is None:
+        proc.kill()
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    proc = start(tiny_model, port, MAX_WAIT_MS="400", MAX_BATCH_SIZE="32", MAX_QUEUE="8", MAX_FILES="8")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        yield base, proc
+    finally:
+        stop(proc)
+
+
+def post(base: str, name: str, data: bytes) -> httpx.Response:
+    return httpx.post(f"{base}/predict", files={"file": (name, data, "application/octet-stream")}, timeout=30)
+
+
+def test_real_uploads_over_http(server: tuple[str, subprocess.Popen[str]]) -> None:
+    base, _ = server
+    for name, data in list(many_formats().items())[:6]:
+        r = post(base, name, data)
+        assert r.status_code == 200, r.text
+        assert r.json()["label"] in ("red", "green", "blue")
+    assert post(base, "x.txt", b"plain text").status_code == 415
+    assert httpx.get(f"{base}/docs").status_code == 200
+
+
+def test_concurrent_requests_get_their_sequential_answers(
+    server: tuple[str, subprocess.Popen[str]], tiny_model: Path
+) -> None:
+    base, _ = server
+    labels = ["red", "green", "blue"]
+    images = [encode(sample(labels[i % 3], seed=200 + i), "PNG") for i in range(24)]
+    predictor = Predictor.load(tiny_model, "cpu")
+    from app.imaging import decode_image
+
+    sequential = [predictor.predict([decode_image(d, 10**7)])[0] for d in images]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # 8 = MAX_QUEUE: none of them may be refused
+        answers = list(pool.map(lambda d: post(base, "c.png", d), images))
+    for r, want in zip(answers, sequential, strict=True):
+        assert r.status_code == 200, r.text
+        assert r.json()["label"] == want.label
+        assert r.json()["probability"] == pytest.approx(want.probability, abs=1e-5)
+
+
+def test_overload_answers_503_with_retry_after(server: tuple[str, subprocess.Popen[str]]) -> None:
+    base, _ = server
+    files = [("files", (f"{i}.png", encode(sample(), "PNG"), "image/png")) for i in range(6)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(httpx.post, f"{base}/predict/batch", files=files, timeout=30)
+        time.sleep(0.15)  # the first 6 images now wait up to 400 ms for company; 6 + 6 > MAX_QUEUE
+        second = httpx.post(f"{base}/predict/batch", files=files, timeout=30)
+        assert first.result().status_code == 200
+    assert second.status_code == 503, second.text
+    assert second.json()["code"] == "overloaded"
+    assert second.headers["retry-after"] == "1"
+
+
+def multipart_request(port: int, data: bytes) -> tuple[bytes, bytes]:
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+    ).encode()
+    return head, body
+
+
+def test_sigterm_finishes_in_flight_request_then_exits_cleanly(tiny_model: Path) -> None:
+    port = free_port()
+    proc = start(tiny_model, port)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        head, body = multipart_request(port, encode(sample("green"), "PNG"))
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(head + body[: len(body) // 2])  # the request is in flight ...
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)  # ... when the server is told to stop
+            time.sleep(0.5)
+            with pytest.raises(httpx.TransportError):  # no new connections while draining
+                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2)
+            sock.sendall(body[len(body) // 2 :])
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        assert b'"label":"green"' in response
+        output, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, output
+    finally:
+        stop(proc)
+    assert "Shutting down" in output
+
+
+def run_to_exit(model: Path) -> tuple[int, str]:
+    proc = start(model, free_port())
+    try:
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        stop(proc)
+    return proc.returncode, out
+
+
+def test_tampered_model_stops_startup_with_a_clear_line(tiny_model: Path, tmp_path: Path) -> None:
+    model = tmp_path / "tampered.pkl"
+    shutil.copy(tiny_model, model)
+    shutil.copy(manifest_path(tiny_model), manifest_path(model))
+    with model.open("ab") as f:
+        f.write(b"x")
+    code, out = run_to_exit(model)
+    assert code != 0
+    assert "cannot start: sha256" in out and "changed after export" in out
+    assert "Traceback" not in out
+
+
+def test_missing_model_stops_startup_with_a_clear_line(tmp_path: Path) -> None:
+    code, out = run_to_exit(tmp_path / "missing.pkl")
+    assert code != 0
+    assert "cannot start: model file" in out and "does not exist" in out
+    assert "Traceback" not in out
+
+
+def test_readiness_reports_draining(settings) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.service import ServiceStatus
+
+    status = ServiceStatus()
+    with TestClient(create_app(settings, status)) as client:
+        assert client.get("/health/ready").status_code == 200
+        status.begin_drain()  # what DrainingServer.handle_exit does on SIGTERM
+        r = client.get("/health/ready")
+        assert r.status_code == 503 and r.json()["code"] == "not_ready"
+        assert client.get("/health/live").status_code == 200
