@@ -25,7 +25,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 $(MODEL): | $(VENV)/.installed
 	$(PY) -m training data digits data/digits
-	$(PY) -m training train data/digits --arch cnn --epochs 8 --lr 1e-2 --out $(MODEL)
+	$(PY) -m training train data/digits --arch cnn --epochs 12 --lr 1e-2 --out $(MODEL)
 
 model: $(VENV)/.installed $(MODEL)  ## train the default digits model (models/digits.pkl) if missing
 
@@ -42,6 +42,9 @@ lint: $(VENV)/.installed-dev  ## ruff and mypy
 
 bench: $(VENV)/.installed-dev  ## benchmark learnserve against the in-process limit and a learn.predict server
 	$(PY) -m bench
+
+image-test:  ## build the Docker image with rootful podman and run it for real (minutes; not in make test)
+	bash deploy/image-test.sh
 
 clean:  ## remove caches (not the venv, not models)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -27,7 +27,9 @@ def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
-def small_cnn(n_classes: int, channels: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3) -> nn.Module:
+def small_cnn(
+    n_classes: int, channels: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.3
+) -> nn.Module:
     c1, c2, c3 = channels
     return nn.Sequential(
         *conv_block(3, c1),

@@ -25,7 +25,9 @@ def clean(data: Path, decisions: Path) -> Counter[str]:
     with decisions.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "action"} <= set(reader.fieldnames):
-            raise TrainingError(f"{decisions} needs 'path' and 'action' columns (top_losses.csv plus 'action')")
+            raise TrainingError(
+                f"{decisions} needs 'path' and 'action' columns (top_losses.csv plus 'action')"
+            )
         rows = list(reader)
     classes = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))}
     # Check every decision before moving anything, so a typo in row 40 does not leave rows 1-39 half applied.

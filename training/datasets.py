@@ -99,9 +99,7 @@ def load_table(data: str) -> ImageTable:
 
 
 def _scan_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
-    class_dirs = sorted(
-        d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))
-    )
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
     rows: list[tuple[str, str]] = []
     ignored = 0
     for class_dir in class_dirs:

@@ -9,6 +9,7 @@ from typing import Any
 from fastai.data.block import CategoryBlock, DataBlock
 from fastai.data.transforms import ColReader, IndexSplitter, Normalize
 from fastai.learner import Learner
+from fastai.torch_core import set_seed
 from fastai.vision.augment import Resize, aug_transforms
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
@@ -63,7 +64,10 @@ def prepare(opts: ModelOptions, workdir: Path) -> Prepared:
     if opts.arch not in ARCHS:
         raise TrainingError(f"unknown --arch '{opts.arch}'; choose one of: {', '.join(ARCHS)}")
     if opts.resize_method not in RESIZE_METHODS:
-        raise TrainingError(f"unknown --resize-method '{opts.resize_method}'; choose one of: {', '.join(RESIZE_METHODS)}")
+        raise TrainingError(
+            f"unknown --resize-method '{opts.resize_method}'; choose one of: {', '.join(RESIZE_METHODS)}"
+        )
+    set_seed(opts.seed, reproducible=True)
     table = load_table(opts.data)
     print(table.report())
     train_idx, valid_idx = split_indices(len(table.frame), opts.valid_pct, opts.seed)
