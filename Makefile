@@ -41,6 +41,7 @@ lint: $(VENV)/.installed-dev  ## ruff and mypy
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed-dev  ## benchmark learnserve against the in-process limit and a learn.predict server
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(PY) -m bench
 
 image-test:  ## build the Docker image with rootful podman and run it for real (minutes; not in make test)

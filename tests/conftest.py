@@ -29,7 +29,9 @@ def write_dataset(root: Path, per_class: int = 16) -> Path:
     for label, color in COLORS.items():
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            make_image(color, seed=zlib.crc32(f"{label}-{i}".encode())).save(root / label / f"{label}_{i:02d}.png")
+            make_image(color, seed=zlib.crc32(f"{label}-{i}".encode())).save(
+                root / label / f"{label}_{i:02d}.png"
+            )
     return root
 
 
@@ -62,7 +64,9 @@ def tiny_model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(tiny_model: Path):  # type: ignore[no-untyped-def]
     from app.config import Settings
 
-    return Settings(model_path=tiny_model, max_upload_bytes=200_000, max_pixels=1_000_000, max_files=8, top_k=3)
+    return Settings(
+        model_path=tiny_model, max_upload_bytes=200_000, max_pixels=1_000_000, max_files=8, top_k=3
+    )
 
 
 @pytest.fixture

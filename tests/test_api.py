@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from tests.images import encode, many_formats, sample
 
@@ -17,7 +17,8 @@ def assert_error(response, status: int, code: str) -> None:  # type: ignore[no-u
     assert response.status_code == status, response.text
     body = response.json()
     assert body["code"] == code
-    assert isinstance(body["detail"], str) and len(body["detail"]) > 10
+    assert isinstance(body["detail"], str)
+    assert len(body["detail"]) > 10
     assert set(body) == {"detail", "code"}
 
 
@@ -27,7 +28,7 @@ def test_predict_answers_label_probability_and_top(client: TestClient) -> None:
     body = r.json()
     assert body["label"] == "blue"
     assert 0 < body["probability"] <= 1
-    assert [t["label"] for t in body["top"]][0] == "blue"
+    assert next(t["label"] for t in body["top"]) == "blue"
     assert len(body["top"]) == 3  # TOP_K=3, also the number of classes
 
 
@@ -36,7 +37,11 @@ def test_top_k_query(client: TestClient) -> None:
     assert len(r.json()["top"]) == 1
     r = client.post("/predict?top_k=50", files={"file": ("x.png", png(), "image/png")})
     assert len(r.json()["top"]) == 3
-    assert_error(client.post("/predict?top_k=0", files={"file": ("x.png", png(), "image/png")}), 422, "validation_error")
+    assert_error(
+        client.post("/predict?top_k=0", files={"file": ("x.png", png(), "image/png")}),
+        422,
+        "validation_error",
+    )
 
 
 @pytest.mark.parametrize(("name", "data"), list(many_formats().items())[::3])
@@ -49,7 +54,9 @@ def test_content_type_and_filename_do_not_decide(client: TestClient) -> None:
     r = client.post("/predict", files={"file": ("photo.jpg", png("green"), "image/jpeg")})
     assert r.status_code == 200
     pdf = b"%PDF-1.4\n%\xe2\xe3\n1 0 obj<<>>endobj\n"
-    assert_error(client.post("/predict", files={"file": ("cat.png", pdf, "image/png")}), 415, "unsupported_media_type")
+    assert_error(
+        client.post("/predict", files={"file": ("cat.png", pdf, "image/png")}), 415, "unsupported_media_type"
+    )
 
 
 def test_empty_file(client: TestClient) -> None:
@@ -61,7 +68,9 @@ def test_empty_file(client: TestClient) -> None:
     [b"just some text", encode(sample(), "TIFF"), b"<svg xmlns='http://www.w3.org/2000/svg'></svg>"],
 )
 def test_not_an_allowed_image(client: TestClient, data: bytes) -> None:
-    assert_error(client.post("/predict", files={"file": ("f", data, "image/png")}), 415, "unsupported_media_type")
+    assert_error(
+        client.post("/predict", files={"file": ("f", data, "image/png")}), 415, "unsupported_media_type"
+    )
 
 
 def test_truncated_image(client: TestClient) -> None:
@@ -95,7 +104,9 @@ def test_upload_limit_holds_without_content_length(client: TestClient) -> None:
 def test_too_many_pixels(client: TestClient) -> None:
     data = encode(Image.new("RGB", (1200, 1200), (200, 30, 30)), "JPEG")  # 1.44 Mpx > 1 Mpx limit, small file
     assert len(data) < 50_000
-    assert_error(client.post("/predict", files={"file": ("p.jpg", data, "image/jpeg")}), 413, "too_many_pixels")
+    assert_error(
+        client.post("/predict", files={"file": ("p.jpg", data, "image/jpeg")}), 413, "too_many_pixels"
+    )
 
 
 def test_missing_or_misnamed_field(client: TestClient) -> None:
@@ -118,8 +129,10 @@ def test_batch_keeps_order_and_isolates_bad_files(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     names = [x["filename"] for x in results]
-    assert names[0] == "a.png" and names[2:] == ["c.webp", "d.png", "e.jpg"]
-    assert names[1].startswith("evil") and names[1].endswith(".txt")  # httpx may %-escape the CR LF
+    assert names[0] == "a.png"
+    assert names[2:] == ["c.webp", "d.png", "e.jpg"]
+    assert names[1].startswith("evil")
+    assert names[1].endswith(".txt")
     assert not set("\r\n/\\%") & set(names[1])
     assert [x.get("label") for x in results] == ["red", None, "green", None, "blue"]
     assert results[1]["error"]["code"] == "unsupported_media_type"
@@ -128,7 +141,9 @@ def test_batch_keeps_order_and_isolates_bad_files(client: TestClient) -> None:
 
 def test_batch_answers_equal_single_answers(client: TestClient) -> None:
     images = [png(label, seed=i) for i, label in enumerate(["red", "green", "blue", "red"])]
-    batch = client.post("/predict/batch", files=[("files", (f"{i}.png", d, "image/png")) for i, d in enumerate(images)])
+    batch = client.post(
+        "/predict/batch", files=[("files", (f"{i}.png", d, "image/png")) for i, d in enumerate(images)]
+    )
     for single_data, item in zip(images, batch.json()["results"], strict=True):
         single = client.post("/predict", files={"file": ("x.png", single_data, "image/png")}).json()
         assert single["label"] == item["label"]
@@ -141,7 +156,10 @@ def test_too_many_files(client: TestClient) -> None:
 
 
 def test_batch_oversize_file_is_a_per_file_error(client: TestClient) -> None:
-    files = [("files", ("ok.png", png(), "image/png")), ("files", ("big.jpg", b"\xff" * 210_000, "image/jpeg"))]
+    files = [
+        ("files", ("ok.png", png(), "image/png")),
+        ("files", ("big.jpg", b"\xff" * 210_000, "image/jpeg")),
+    ]
     results = client.post("/predict/batch", files=files).json()["results"]
     assert results[0]["label"] == "red"
     assert results[1]["error"]["code"] == "file_too_large"
@@ -156,8 +174,10 @@ def test_metadata(client: TestClient, settings) -> None:  # type: ignore[no-unty
     body = client.get("/metadata").json()
     model, runtime = body["model"], body["runtime"]
     assert model["classes"] == ["blue", "green", "red"]
-    assert model["arch"] == "cnn" and model["input_size"] == 32
-    assert len(model["sha256"]) == 64 and "accuracy" in model["metrics"]
+    assert model["arch"] == "cnn"
+    assert model["input_size"] == 32
+    assert len(model["sha256"]) == 64
+    assert "accuracy" in model["metrics"]
     assert runtime["device"] == "cpu"
     assert runtime["max_batch_size"] == settings.max_batch_size
     assert runtime["max_upload_bytes"] == 200_000
@@ -173,5 +193,6 @@ def test_openapi_documents_routes_and_errors(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     predict = spec["paths"]["/predict"]["post"]
     assert {"200", "413", "415", "422", "503"} <= set(predict["responses"])
-    assert "/predict/batch" in spec["paths"] and "/metadata" in spec["paths"]
+    assert "/predict/batch" in spec["paths"]
+    assert "/metadata" in spec["paths"]
     assert client.get("/docs").status_code == 200

@@ -47,7 +47,8 @@ def test_concurrent_submissions_get_their_sequential_answers(predictor: Predicto
         assert got.label == want.label
         assert max(abs(a - b) for a, b in zip(got.probabilities, want.probabilities, strict=True)) < 1e-5
     assert sum(sizes) == len(images)
-    assert max(sizes) > 1 and max(sizes) <= 16  # requests really shared forward passes
+    assert max(sizes) > 1
+    assert max(sizes) <= 16
 
 
 def test_full_queue_answers_overloaded_and_recovers() -> None:

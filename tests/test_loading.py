@@ -36,7 +36,7 @@ def test_a_good_model_passes(model_copy: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="does not exist.*make model"):
+    with pytest.raises(ModelLoadError, match=r"does not exist.*make model"):
         verify_model_file(tmp_path / "nope.pkl")
 
 
@@ -49,14 +49,14 @@ def test_not_a_regular_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
 def test_group_or_world_writable(model_copy: Path, mode: int) -> None:
     model_copy.chmod(mode)
-    with pytest.raises(ModelLoadError, match="writable.*chmod go-w"):
+    with pytest.raises(ModelLoadError, match=r"writable.*chmod go-w"):
         verify_model_file(model_copy)
 
 
 def test_tampered_file(model_copy: Path) -> None:
     with model_copy.open("ab") as f:
         f.write(b"\0")
-    with pytest.raises(ModelLoadError, match="sha256.*changed after export"):
+    with pytest.raises(ModelLoadError, match=r"sha256.*changed after export"):
         verify_model_file(model_copy)
 
 
@@ -78,7 +78,7 @@ def test_missing_or_invalid_manifest(model_copy: Path) -> None:
     with pytest.raises(ModelLoadError, match="invalid"):
         verify_model_file(model_copy)
     manifest_path(model_copy).unlink()
-    with pytest.raises(ModelLoadError, match="manifest .* missing"):
+    with pytest.raises(ModelLoadError, match=r"manifest .* missing"):
         verify_model_file(model_copy)
 
 
@@ -105,4 +105,5 @@ def test_settings_read_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LEARNSERVE_MAX_BATCH_SIZE", "7")
     monkeypatch.setenv("LEARNSERVE_DEVICE", "cpu")
     s = Settings()
-    assert s.max_batch_size == 7 and s.device == "cpu"
+    assert s.max_batch_size == 7
+    assert s.device == "cpu"

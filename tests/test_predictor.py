@@ -55,7 +55,7 @@ def test_the_tiny_model_learned_its_classes(predictor: Predictor) -> None:
 def test_top_is_sorted_and_sums_to_one(predictor: Predictor) -> None:
     [pred] = predictor.predict([sample("green")])
     top = pred.top(predictor.classes, 3)
-    assert [c for c, _ in top][0] == pred.label
+    assert next(c for c, _ in top) == pred.label
     assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
     assert sum(pred.probabilities) == pytest.approx(1.0, abs=1e-5)
 
@@ -77,7 +77,9 @@ def test_cuda_requested_without_a_gpu_stops_startup() -> None:
         resolve_device("cuda", cuda_available=False)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device check script runs this)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (the device check script runs this)"
+)
 def test_cuda_path_matches_cpu(tiny_model: Path, predictor: Predictor) -> None:
     gpu = Predictor.load(tiny_model, "cuda")
     images = [decode_image(d, 10_000_000) for d in many_formats().values()]

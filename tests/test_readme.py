@@ -11,7 +11,8 @@ README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8"
 
 def test_readme_opens_with_the_two_commands() -> None:
     first_block = README.split("```")[1]
-    assert "make serve" in first_block and "make test" in first_block
+    assert "make serve" in first_block
+    assert "make test" in first_block
 
 
 def test_every_setting_is_documented() -> None:

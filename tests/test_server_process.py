@@ -30,7 +30,11 @@ def free_port() -> int:
 
 
 def start(model: Path, port: int, **env: str) -> subprocess.Popen[str]:
-    environ = {**os.environ, "LEARNSERVE_MODEL_PATH": str(model), **{f"LEARNSERVE_{k}": v for k, v in env.items()}}
+    environ = {
+        **os.environ,
+        "LEARNSERVE_MODEL_PATH": str(model),
+        **{f"LEARNSERVE_{k}": v for k, v in env.items()},
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port)],
         env=environ,
@@ -122,9 +126,13 @@ def test_overload_answers_503_with_retry_after(server: tuple[str, subprocess.Pop
 def multipart_request(port: int, data: bytes) -> tuple[bytes, bytes]:
     boundary = "b0undary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     head = (
         f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
@@ -175,14 +183,16 @@ def test_tampered_model_stops_startup_with_a_clear_line(tiny_model: Path, tmp_pa
         f.write(b"x")
     code, out = run_to_exit(model)
     assert code != 0
-    assert "cannot start: sha256" in out and "changed after export" in out
+    assert "cannot start: sha256" in out
+    assert "changed after export" in out
     assert "Traceback" not in out
 
 
 def test_missing_model_stops_startup_with_a_clear_line(tmp_path: Path) -> None:
     code, out = run_to_exit(tmp_path / "missing.pkl")
     assert code != 0
-    assert "cannot start: model file" in out and "does not exist" in out
+    assert "cannot start: model file" in out
+    assert "does not exist" in out
     assert "Traceback" not in out
 
 
@@ -197,5 +207,6 @@ def test_readiness_reports_draining(settings) -> None:  # type: ignore[no-untype
         assert client.get("/health/ready").status_code == 200
         status.begin_drain()  # what DrainingServer.handle_exit does on SIGTERM
         r = client.get("/health/ready")
-        assert r.status_code == 503 and r.json()["code"] == "not_ready"
+        assert r.status_code == 503
+        assert r.json()["code"] == "not_ready"
         assert client.get("/health/live").status_code == 200

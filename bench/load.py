@@ -1,0 +1,96 @@
+"""Servers under load: start one, drive it with wrk (C, on loopback), read its peak memory, stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.assets import BOUNDARY, BenchModel
+
+LUA = Path(__file__).parent / "wrk_multipart.lua"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(contender: str, model: BenchModel, port: int) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    if contender == "learnserve":  # exactly as `make serve` starts it
+        env["LEARNSERVE_MODEL_PATH"] = str(model.path)
+        return [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)], env
+    env["MODEL"] = str(model.path)
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.tutorial_server:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return cmd, env
+
+
+@contextmanager
+def running_server(contender: str, model: BenchModel, log: Path) -> Iterator[tuple[int, int]]:
+    port = free_port()
+    cmd, env = server_command(contender, model, port)
+    with log.open("a") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            probe = "/health/ready" if contender == "learnserve" else "/docs"
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{contender} did not start; see {log}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            yield port, proc.pid
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wrk(port: int, model: BenchModel, connections: int, seconds: float) -> dict[str, float]:
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk is not installed: `apt-get install wrk` (make bench does this when it can)")
+    env = {**os.environ, "BENCH_BODIES": str(model.bodies), "BENCH_BOUNDARY": BOUNDARY}
+    cmd = [
+        "wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "30s",
+        "-s", str(LUA), f"http://127.0.0.1:{port}/predict",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    stats = json.loads(line.removeprefix("WRKJSON "))
+    stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
+    if stats["errors"] or stats["bad"]:
+        raise RuntimeError(f"{stats['errors']} transport errors and {stats['bad']} bad answers: {stats}")
+    return stats
