@@ -2,14 +2,15 @@
 
 The event loop only queues and wakes; the forward pass runs in one dedicated worker thread, so the loop never
 blocks and the (not thread-safe) predictor is only ever called from that thread. Images that arrive while a
-batch is running form the next batch at once; a lone request waits at most `max_wait_ms` for company.
+batch is running form the next batch at once. A batch waits for company (at most `max_wait_ms`) only while other
+requests are still being decoded (`expecting`): a lone request at low load goes straight to the model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ class Batcher:
         self.max_queue = max_queue
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._waiting = 0  # images queued or in the running batch
+        self._incoming = 0  # images being read or decoded, about to be submitted
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learnserve-model")
         self._task: asyncio.Task[None] | None = None
         self.on_batch: Callable[[int, float], None] | None = None  # (batch size, seconds): metrics hook
@@ -45,6 +47,15 @@ class Batcher:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="learnserve-batcher")
+
+    @contextlib.contextmanager
+    def expecting(self, n: int = 1) -> Iterator[None]:
+        """Announce images that are on their way (being read and decoded), so a forming batch waits for them."""
+        self._incoming += n
+        try:
+            yield
+        finally:
+            self._incoming -= n
 
     async def submit(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if self._task is None or self._task.done():
@@ -67,7 +78,7 @@ class Batcher:
                 batch.append(self._queue.get_nowait())
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or not self._incoming:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))

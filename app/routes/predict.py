@@ -56,8 +56,9 @@ async def predict(
     service: ServiceDep,
     top_k: TopK = None,
 ) -> PredictionResponse:
-    data = await read_upload(file, service.settings.max_upload_bytes)
-    image = await run_in_threadpool(decode_image, data, service.settings.max_pixels)
+    with service.batcher.expecting(1):
+        data = await read_upload(file, service.settings.max_upload_bytes)
+        image = await run_in_threadpool(decode_image, data, service.settings.max_pixels)
     [prediction] = await service.batcher.submit([image])
     return to_response(prediction, service, top_k)
 
@@ -88,13 +89,14 @@ async def predict_batch(
     if len(files) > settings.max_files:
         raise TooManyFiles(f"{len(files)} files sent; the limit is {settings.max_files} per request.")
     uploads: list[tuple[str, bytes | ApiError]] = []
-    for upload in files:
-        name = safe_filename(upload.filename)
-        try:
-            uploads.append((name, await read_upload(upload, settings.max_upload_bytes)))
-        except ApiError as e:
-            uploads.append((name, e))
-    decoded = await run_in_threadpool(decode_all, uploads, settings.max_pixels)
+    with service.batcher.expecting(len(files)):
+        for upload in files:
+            name = safe_filename(upload.filename)
+            try:
+                uploads.append((name, await read_upload(upload, settings.max_upload_bytes)))
+            except ApiError as e:
+                uploads.append((name, e))
+        decoded = await run_in_threadpool(decode_all, uploads, settings.max_pixels)
     images = [d for d in decoded if isinstance(d, Image.Image)]
     predictions = iter(await service.batcher.submit(images))
     results: list[BatchPrediction | BatchError] = []
