@@ -6,7 +6,9 @@ Imports only pydantic and the standard library, so the service can read it befor
 from __future__ import annotations
 
 import hashlib
+import platform
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,17 @@ class Manifest(BaseModel):
     def python_minor(self) -> str:
         """'3.11' from the recorded Python version: fastai 2.8 pickles only load on the same minor."""
         return ".".join(self.versions.get("python", "").split(".")[:2])
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The running Python and the installed versions of `names` ("unknown" when not installed)."""
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "unknown"
+    return found
 
 
 def manifest_path(model_path: Path) -> Path:

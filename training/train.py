@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from training.manifest import (
     Metrics,
     Normalization,
     Preprocessing,
+    library_versions,
     sha256_file,
     write_manifest,
 )
@@ -88,16 +87,6 @@ def validate(learn: Learner) -> Metrics:
     with learn.no_bar():
         valid_loss, acc, err = learn.validate()
     return Metrics(accuracy=float(acc), error_rate=float(err), valid_loss=float(valid_loss))
-
-
-def library_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "unknown"
-    return found
 
 
 def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path) -> float:
@@ -166,7 +155,7 @@ def build_manifest(
             ignored_non_image=table.ignored_non_image,
         ),
         hyperparameters=hyper,
-        versions=library_versions(),
+        versions=library_versions(VERSIONED),
         sha256=sha256_file(opts.out),
         created_at=datetime.now(UTC),
         train_seconds=round(train_seconds, 2),

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import platform
-from importlib.metadata import PackageNotFoundError, version
-
 import torch
 from fastapi import APIRouter
 
 from app.deps import ServiceDep
 from app.schemas import MetadataResponse, RuntimeInfo
+from training.manifest import library_versions
 
 router = APIRouter(tags=["metadata"])
 
 LIBRARIES = ("learnserve", "torch", "torchvision", "fastai", "fastcore", "fasttransform", "pillow", "fastapi")
-
-
-def running_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "unknown"
-    return found
 
 
 @router.get("/metadata", summary="The model's manifest and the server's runtime settings")
@@ -42,6 +30,6 @@ async def metadata(service: ServiceDep) -> MetadataResponse:
             max_files=s.max_files,
             top_k=s.top_k,
             torch_threads=torch.get_num_threads(),
-            versions=running_versions(),
+            versions=library_versions(LIBRARIES),
         ),
     )
