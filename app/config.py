@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -37,6 +39,39 @@ class Settings(BaseSettings):
         20.0, ge=0, description="on SIGTERM, how long in-flight requests may take to finish"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")
+    log_format: Literal["plain", "json"] = Field(
+        "plain", description="server log lines: readable text, or one JSON object per line"
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="when set, prediction and metadata routes need `Authorization: Bearer KEY` or "
+        "`X-API-Key: KEY`; health, metrics, docs and the demo page stay open",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins allowed to call the API, comma-separated, e.g. "
+        "`https://app.example.com` (none by default; `*` allows any)",
+    )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: comma-separated, or a JSON list
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            return value
+        origins = [str(v).strip().rstrip("/") for v in value if str(v).strip()]
+        for origin in origins:
+            if origin != "*" and (
+                not origin.startswith(("http://", "https://")) or "/" in origin.split("//", 1)[1]
+            ):
+                raise ValueError(f"CORS origin {origin!r} must look like https://host[:port], without a path")
+        return origins
 
     @model_validator(mode="after")
     def _queue_holds_a_full_batch(self) -> Settings:
@@ -48,3 +83,8 @@ class Settings(BaseSettings):
     def max_request_bytes(self) -> int:
         """Body limit for a batch upload: every file at its limit plus room for multipart headers."""
         return self.max_files * (self.max_upload_bytes + 16 * 1024)
+
+    @property
+    def max_infer_bytes(self) -> int:
+        """Body limit for a v2 infer request: every image base64-encoded (4/3 larger) plus JSON around it."""
+        return self.max_files * (math.ceil(self.max_upload_bytes * 4 / 3) + 1024) + 64 * 1024

@@ -61,5 +61,12 @@ class NotReady(ApiError):
         return {"Retry-After": "1"}
 
 
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
 class ModelLoadError(Exception):
     """The model cannot be served; startup stops with this one-line message."""

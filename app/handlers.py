@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from app import request_id as request_ids
 from app.errors import ApiError
 
 logger = logging.getLogger("learnserve")
@@ -42,8 +43,17 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_json(500, "internal_error", "The server failed to handle this request; it has been logged.")
+    # Runs outside the middleware (Starlette's outermost layer), so bring the request ID back for this line.
+    request_id = request_ids.of(request)
+    token = request_ids.REQUEST_ID.set(request_id)
+    try:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    finally:
+        request_ids.REQUEST_ID.reset(token)
+    headers = {request_ids.HEADER: request_id} if request_id else None
+    return error_json(
+        500, "internal_error", "The server failed to handle this request; it has been logged.", headers
+    )
 
 
 def describe_validation(exc: RequestValidationError) -> str:

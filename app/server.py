@@ -37,7 +37,7 @@ def serve(settings: Settings, host: str, port: int) -> int:
         create_app(settings, status),
         host=host,
         port=port,
-        log_config=log_config(settings.log_level),
+        log_config=log_config(settings.log_level, settings.log_format),
         timeout_graceful_shutdown=int(settings.drain_seconds) or None,
         lifespan="on",
     )

@@ -31,3 +31,9 @@ class Service:
     predictor: Predictor
     batcher: Batcher
     status: ServiceStatus = field(default_factory=ServiceStatus)
+
+    @property
+    def model_name(self) -> str:
+        """The manifest's name, or the file's stem for a learner exported without one."""
+        manifest = self.predictor.manifest
+        return manifest.name if manifest else self.settings.model_path.stem

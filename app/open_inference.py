@@ -1,0 +1,196 @@
+"""The Open Inference Protocol ("KServe v2") for this service: its JSON shapes, and tensors to image files and
+predictions to tensors. Knows nothing of HTTP; app/routes/v2.py serves it.
+
+One input, `image`: BYTES, shape [N], each element an image file encoded as base64 (JSON cannot carry raw
+bytes). Outputs: `probabilities` FP32 [N, classes] in the order of /metadata's `classes`, and `label` BYTES [N].
+Binary tensor data (the Triton extension) is not supported: clients send JSON (tritonclient: binary_data=False).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.errors import ApiError, FileTooLarge, TooManyFiles
+from app.predictor import Prediction
+
+INPUT = "image"
+PROBABILITIES, LABEL = "probabilities", "label"
+OUTPUTS = (PROBABILITIES, LABEL)
+
+Parameters = dict[str, Any]
+
+
+class InvalidInferenceRequest(ApiError):
+    status, code = 400, "invalid_inference_request"
+
+
+class ModelNotFound(ApiError):
+    status, code = 404, "model_not_found"
+
+
+class ErrorV2(BaseModel):
+    error: str = Field(description="what went wrong, in a sentence")
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 marks a variable dimension")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str] | None = None
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[Any]
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: Parameters | None = None
+
+
+class InferenceRequest(BaseModel):
+    id: str | None = None
+    parameters: Parameters | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [
+                        {"name": INPUT, "shape": [1], "datatype": "BYTES", "data": ["iVBORw0KGgo..."]}
+                    ],
+                    "outputs": [{"name": LABEL}, {"name": PROBABILITIES}],
+                }
+            ]
+        }
+    }
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[Any]
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: Parameters | None = None
+    outputs: list[ResponseOutput]
+
+
+def model_metadata(name: str, classes: Sequence[str]) -> ModelMetadata:
+    return ModelMetadata(
+        name=name,
+        platform="fastai",
+        inputs=[TensorMetadata(name=INPUT, datatype="BYTES", shape=[-1])],
+        outputs=[
+            TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, len(classes)]),
+            TensorMetadata(name=LABEL, datatype="BYTES", shape=[-1]),
+        ],
+    )
+
+
+def image_elements(request: InferenceRequest, max_files: int) -> list[str]:
+    """The request's base64 image files, checked for shape, type and count (decoding is `decode_element`)."""
+    if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
+        names = ", ".join(repr(i.name) for i in request.inputs) or "none"
+        raise InvalidInferenceRequest(f"This model takes one input named '{INPUT}'; the request has {names}.")
+    tensor = request.inputs[0]
+    if tensor.datatype != "BYTES":
+        raise InvalidInferenceRequest(
+            f"Input '{INPUT}' must be BYTES (base64 image files), not {tensor.datatype}."
+        )
+    if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data):
+        raise InvalidInferenceRequest(
+            f"Input '{INPUT}' must have shape [N] with N = the number of elements in data "
+            f"({len(tensor.data)}); the request says {tensor.shape}."
+        )
+    if not tensor.data:
+        raise InvalidInferenceRequest(f"Input '{INPUT}' has no images.")
+    if len(tensor.data) > max_files:
+        raise TooManyFiles(f"{len(tensor.data)} images sent; the limit is {max_files} per request.")
+    for i, element in enumerate(tensor.data):
+        if not isinstance(element, str):
+            raise InvalidInferenceRequest(f"Element {i} of '{INPUT}' must be a base64 string.")
+    return list(tensor.data)
+
+
+def decode_element(index: int, element: str, max_bytes: int) -> bytes:
+    """One element's file bytes, under the same size limit as an upload to /predict."""
+    if len(element) // 4 * 3 > max_bytes + 2:
+        raise FileTooLarge(f"Image {index} is larger than the limit of {max_bytes:,} bytes.")
+    try:
+        data = base64.b64decode(element, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInferenceRequest(f"Element {index} of '{INPUT}' is not valid base64.") from None
+    if len(data) > max_bytes:
+        raise FileTooLarge(f"Image {index} is {len(data):,} bytes; the limit is {max_bytes:,} bytes.")
+    return data
+
+
+def requested_outputs(request: InferenceRequest) -> list[str]:
+    if request.outputs is None:
+        return list(OUTPUTS)
+    names = [o.name for o in request.outputs]
+    if unknown := [n for n in names if n not in OUTPUTS]:
+        raise InvalidInferenceRequest(f"Unknown output {unknown[0]!r}; this model has {', '.join(OUTPUTS)}.")
+    return names
+
+
+def inference_response(
+    model_name: str, request: InferenceRequest, predictions: Sequence[Prediction], n_classes: int
+) -> InferenceResponse:
+    outputs = {
+        PROBABILITIES: ResponseOutput(
+            name=PROBABILITIES, datatype="FP32", shape=[len(predictions), n_classes],
+            data=[p for prediction in predictions for p in prediction.probabilities],
+        ),
+        LABEL: ResponseOutput(
+            name=LABEL, datatype="BYTES", shape=[len(predictions)], data=[p.label for p in predictions]
+        ),
+    }  # fmt: skip
+    return InferenceResponse(
+        model_name=model_name, id=request.id, outputs=[outputs[name] for name in requested_outputs(request)]
+    )

@@ -1,0 +1,203 @@
+// The demo page: choose, drop or paste an image; POST it to /predict; draw the top classes as bars.
+// Every string from the server or the user goes into the page as text (textContent), never as markup.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  let apiKey = ""; // typed by the user when the server asks; kept in this variable only
+  let topK = 5;
+  let waitingFile = null; // an image chosen before the key was given
+
+  const percent = (p) => `${(p * 100).toFixed(p >= 0.9995 || p < 0.0005 ? 0 : 1)}%`;
+
+  function setStatus(text, isError = false) {
+    const status = $("status");
+    status.textContent = text;
+    status.classList.toggle("error", isError);
+  }
+
+  async function call(path, options = {}) {
+    const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+    const response = await fetch(path, { ...options, headers });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    return { response, body };
+  }
+
+  function describeError(response, body) {
+    const detail = body && typeof body.detail === "string" ? body.detail : response.statusText;
+    return `${response.status}: ${detail || "the request failed"}`;
+  }
+
+  function askForKey(response, body) {
+    $("key-panel").hidden = false;
+    setStatus(apiKey ? "That API key was not accepted." : describeError(response, body), true);
+    $("api-key").focus();
+  }
+
+  async function loadModel() {
+    const { response, body } = await call("/metadata");
+    if (response.status === 401) {
+      $("model-name").textContent = "API key needed";
+      askForKey(response, body);
+      return false;
+    }
+    if (!response.ok || !body) {
+      setStatus(`Could not read the model's metadata (${describeError(response, body)}).`, true);
+      return false;
+    }
+    const model = body.model || {};
+    const classes = Array.isArray(model.classes) ? model.classes : [];
+    const accuracy = model.metrics && model.metrics.accuracy;
+    $("model-name").textContent = model.name || "unnamed model";
+    $("model-accuracy").textContent = typeof accuracy === "number" ? `${(accuracy * 100).toFixed(1)}%` : "–";
+    $("model-classes").textContent = classes.length ? String(classes.length) : "–";
+    $("model-arch").textContent = model.arch || "–";
+    $("model-device").textContent = (body.runtime && body.runtime.device) || "–";
+    document.title = `${model.name || "model"} · learnserve`;
+    topK = Math.max(1, Math.min(5, classes.length || 5));
+    $("key-panel").hidden = true;
+    return true;
+  }
+
+  function showPreview(file) {
+    const preview = $("preview");
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.onload = () => {
+      const { naturalWidth: w, naturalHeight: h } = preview;
+      const small = Math.max(w, h) < 160; // upscale tiny images with crisp pixels
+      preview.classList.toggle("pixelated", small);
+      preview.style.width = small ? `${Math.round((w * 240) / Math.max(w, h))}px` : "";
+    };
+    preview.src = URL.createObjectURL(file);
+    preview.hidden = false;
+    $("drop").classList.add("has-image");
+    $("file-name").textContent =
+      `${file.name || "pasted image"} · ${(file.size / 1024).toFixed(1)} KB · click, drop or paste to try another`;
+  }
+
+  function bar(row, best) {
+    const item = document.createElement("li");
+    item.className = best ? "bar best" : "bar";
+    const name = document.createElement("span");
+    name.className = "bar-name";
+    name.textContent = row.label;
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = percent(row.probability);
+    const track = document.createElement("div");
+    track.className = "bar-track";
+    const fill = document.createElement("div");
+    fill.className = "bar-fill";
+    track.append(fill);
+    item.append(name, value, track);
+    requestAnimationFrame(() => {
+      fill.style.width = `${Math.max(0.5, row.probability * 100).toFixed(1)}%`;
+    });
+    return item;
+  }
+
+  function showResult(result) {
+    $("label").textContent = result.label;
+    $("confidence").textContent = `${percent(result.probability)} probability`;
+    $("bars").replaceChildren(...result.top.map((row, i) => bar(row, i === 0)));
+  }
+
+  async function classify(file) {
+    if (!file) return;
+    if (file.type && !file.type.startsWith("image/")) {
+      setStatus(`${file.name || "That file"} is not an image.`, true);
+      return;
+    }
+    showPreview(file);
+    setStatus("Classifying…");
+    const form = new FormData();
+    form.append("file", file, file.name || "pasted.png");
+    const started = performance.now();
+    let response, body;
+    try {
+      ({ response, body } = await call(`/predict?top_k=${topK}`, { method: "POST", body: form }));
+    } catch (error) {
+      setStatus(`Could not reach the server: ${error.message}`, true);
+      return;
+    }
+    if (response.status === 401) {
+      waitingFile = file;
+      askForKey(response, body);
+      return;
+    }
+    if (!response.ok || !body) {
+      $("label").textContent = "–";
+      $("confidence").textContent = "The server could not classify this file.";
+      $("bars").replaceChildren();
+      setStatus(describeError(response, body), true);
+      return;
+    }
+    showResult(body);
+    const id = response.headers.get("X-Request-ID");
+    setStatus(`Answered in ${Math.round(performance.now() - started)} ms${id ? ` · request ${id}` : ""}`);
+  }
+
+  function imageFrom(items) {
+    for (const item of items || []) {
+      const file = item instanceof File ? item : item.kind === "file" ? item.getAsFile() : null;
+      if (file && (!file.type || file.type.startsWith("image/"))) return file;
+    }
+    return null;
+  }
+
+  function wire() {
+    const drop = $("drop");
+    const input = $("file");
+    drop.addEventListener("click", () => input.click());
+    drop.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        input.click();
+      }
+    });
+    input.addEventListener("change", () => {
+      classify(input.files[0]);
+      input.value = ""; // choosing the same file again still classifies it
+    });
+    for (const type of ["dragenter", "dragover"]) {
+      drop.addEventListener(type, (event) => {
+        event.preventDefault();
+        drop.classList.add("dragging");
+      });
+    }
+    for (const type of ["dragleave", "drop"]) {
+      drop.addEventListener(type, () => drop.classList.remove("dragging"));
+    }
+    drop.addEventListener("drop", (event) => {
+      event.preventDefault();
+      const file = imageFrom(event.dataTransfer && event.dataTransfer.files);
+      file ? classify(file) : setStatus("Drop an image file.", true);
+    });
+    document.addEventListener("paste", (event) => {
+      const file = imageFrom(event.clipboardData && event.clipboardData.items);
+      if (file) {
+        event.preventDefault();
+        classify(file);
+      }
+    });
+    $("key-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      apiKey = $("api-key").value.trim();
+      $("api-key").value = "";
+      setStatus("");
+      if ((await loadModel()) && waitingFile) {
+        const file = waitingFile;
+        waitingFile = null;
+        classify(file);
+      }
+    });
+  }
+
+  wire();
+  loadModel().catch((error) => setStatus(`Could not reach the server: ${error.message}`, true));
+})();

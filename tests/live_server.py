@@ -1,0 +1,70 @@
+"""A real `python -m app serve` process on a free port, its log in a file the tests can read while it runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass
+class LiveServer:
+    base: str
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def live_server(model: Path, log: Path, **env: str) -> Iterator[LiveServer]:
+    port = free_port()
+    environ = {
+        **os.environ,
+        "LEARNSERVE_MODEL_PATH": str(model),
+        **{f"LEARNSERVE_{k}": v for k, v in env.items()},
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port)], env=environ, stdout=out, stderr=out
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", log, proc)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def wait_ready(server: LiveServer, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{server.log_text()}")
+        try:
+            if httpx.get(f"{server.base}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server did not become ready:\n{server.log_text()}")
