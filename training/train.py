@@ -94,7 +94,10 @@ def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path
     valid_csv = workdir / "valid.csv"
     prepared.valid_frame().to_csv(valid_csv, index=False)
     cmd = [sys.executable, "-m", "training.verify", str(model.resolve()), str(valid_csv)]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env={**os.environ, "RANK": "0"})
+    root = str(Path(__file__).resolve().parent.parent)  # so `training` imports even when not pip-installed
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "RANK": "0", "PYTHONPATH": path}
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise TrainingError(f"the exported model does not load in a fresh process: {last}")
