@@ -70,7 +70,9 @@ class Predictor:
         if not images:
             return []
         with torch.inference_mode():
-            probs = self.activation(self.model(self.preprocess(images))).float().cpu()
+            # A plain tensor skips fastai's per-op __torch_function__ dispatch of TensorImage: same numbers, faster.
+            batch = self.preprocess(images).as_subclass(torch.Tensor)
+            probs = self.activation(self.model(batch)).float().cpu()
         best = probs.argmax(dim=1).tolist()
         rows: list[list[float]] = probs.tolist()
         return [Prediction(self.classes[i], row[i], tuple(row)) for i, row in zip(best, rows, strict=True)]
