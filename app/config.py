@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
+    max_batch_pixels: int = Field(
+        8 * 224 * 224,
+        ge=1,
+        description="also caps a batch by its input pixels, bounding activation memory: "
+        "8 images at 224 px, MAX_BATCH_SIZE at 64 px",
+    )
     max_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="how long a batch waits for more requests to join"
     )
@@ -78,6 +84,10 @@ class Settings(BaseSettings):
         if self.max_queue < self.max_files:
             raise ValueError(f"max_queue ({self.max_queue}) must be at least max_files ({self.max_files})")
         return self
+
+    def batch_size_for(self, input_size: int) -> int:
+        """Images per forward pass for a model of this square input size."""
+        return max(1, min(self.max_batch_size, self.max_batch_pixels // (input_size * input_size)))
 
     @property
     def max_request_bytes(self) -> int:

@@ -5,19 +5,20 @@ Run with `python -m app serve` (graceful drain on SIGTERM) or `uvicorn app.main:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.concurrency import run_in_threadpool
 
 from app import handlers
-from app.batcher import Batcher
+from app.batcher import Batcher, model_thread
 from app.config import Settings
 from app.errors import ModelLoadError
 from app.limits import BodySizeLimit
@@ -42,8 +43,10 @@ at [/](/); Prometheus metrics are at /metrics.
 """
 
 
-def load_service(settings: Settings, status: ServiceStatus, metrics: Metrics) -> Service:
-    """Verify, load and warm the model (blocking: runs in a worker thread at startup)."""
+def load_service(
+    settings: Settings, status: ServiceStatus, metrics: Metrics, executor: ThreadPoolExecutor
+) -> Service:
+    """Verify, load and warm the model (blocking: runs at startup on `executor`, the thread that will serve it)."""
     started = time.perf_counter()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
@@ -51,7 +54,8 @@ def load_service(settings: Settings, status: ServiceStatus, metrics: Metrics) ->
     predictor.warm_up()
     status.load_seconds = time.perf_counter() - started
     predict = metrics.counting(predictor.predict)
-    batcher = Batcher(predict, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
+    batch_size = settings.batch_size_for(predictor.input_size)
+    batcher = Batcher(predict, batch_size, settings.max_wait_ms, settings.max_queue, executor)
     service = Service(settings, predictor, batcher, status)
     metrics.watch(service)
     return service
@@ -78,9 +82,12 @@ def create_app(settings: Settings | None = None, status: ServiceStatus | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        executor = model_thread()
         try:
-            service = await run_in_threadpool(load_service, settings, status, metrics)
+            loop = asyncio.get_running_loop()
+            service = await loop.run_in_executor(executor, load_service, settings, status, metrics, executor)
         except ModelLoadError as e:
+            executor.shutdown()
             logger.error("cannot start: %s", e)
             raise
         service.batcher.start()

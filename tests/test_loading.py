@@ -107,3 +107,10 @@ def test_settings_read_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> 
     s = Settings()
     assert s.max_batch_size == 7
     assert s.device == "cpu"
+
+
+def test_batch_size_is_capped_by_input_pixels() -> None:
+    s = Settings(max_batch_size=32, max_batch_pixels=8 * 224 * 224)
+    assert s.batch_size_for(224) == 8
+    assert s.batch_size_for(64) == 32
+    assert s.batch_size_for(2000) == 1

@@ -22,7 +22,7 @@ async def metadata(service: ServiceDep) -> MetadataResponse:
         model=manifest.model_dump(mode="json") if manifest else {"classes": service.predictor.classes},
         runtime=RuntimeInfo(
             device=str(service.predictor.device),
-            max_batch_size=s.max_batch_size,
+            max_batch_size=service.batcher.max_batch_size,  # after MAX_BATCH_PIXELS
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
             max_upload_bytes=s.max_upload_bytes,
