@@ -7,10 +7,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -57,14 +58,21 @@ def live_server(model: Path, log: Path, **env: str) -> Iterator[LiveServer]:
 
 
 def wait_ready(server: LiveServer, timeout: float = 90) -> None:
+    wait_until_ready(server.base, server.proc, server.log_text, timeout)
+
+
+def wait_until_ready(
+    base: str, proc: subprocess.Popen[Any], output: Callable[[], str], timeout: float = 90
+) -> None:
+    """Poll /health/ready until 200; fail with the server's output if it exits or never gets there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"server exited early:\n{server.log_text()}")
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{output()}")
         try:
-            if httpx.get(f"{server.base}/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"server did not become ready:\n{server.log_text()}")
+    raise AssertionError(f"server did not become ready:\n{output()}")

@@ -19,15 +19,10 @@ from PIL import Image
 
 from app.predictor import Predictor
 from tests.images import encode, many_formats, sample
+from tests.live_server import free_port, wait_until_ready
 from training.manifest import manifest_path
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(model: Path, port: int, **env: str) -> subprocess.Popen[str]:
@@ -53,18 +48,8 @@ def stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early:\n{proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not become ready")
+def wait_ready(base: str, proc: subprocess.Popen[str]) -> None:
+    wait_until_ready(base, proc, lambda: proc.stdout.read() if proc.stdout else "")
 
 
 @pytest.fixture(scope="module")
