@@ -15,11 +15,34 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNSERVE_", extra="ignore")
 
     model_path: Path = Field(
-        Path("models/digits.pkl"), description="exported fastai learner (.pkl) with its .json manifest"
+        Path("models/digits.pkl"),
+        description="one exported fastai learner (.pkl) with its .json manifest, served as model NAME (its stem)",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="a model repository: every NAME.pkl with its NAME.json in this folder is served as model "
+        "NAME (instead of MODEL_PATH)",
+    )
+    default_model: str | None = Field(
+        None,
+        description="the model that answers /predict, /predict/batch and /metadata (default: the only model "
+        "served; with several and none named, those routes answer 400 model_required)",
     )
     model_sha256: str | None = Field(
-        None, description="optional pin: refuse to start unless the .pkl has this sha256"
+        None, description="optional pin (with MODEL_PATH): refuse to load the .pkl unless it has this sha256"
     )
+    watch_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="rescan the model files every N seconds and reload what changed (0: only on SIGHUP or "
+        "POST /admin/reload)",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="enables POST /admin/reload for callers that send it (`Authorization: Bearer KEY` or "
+        "`X-API-Key: KEY`); separate from API_KEY. Unset: the admin routes do not exist",
+    )
+    backend: Literal["fastai"] = Field("fastai", description="the runtime that runs the models: fastai")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
     max_batch_pixels: int = Field(
@@ -59,7 +82,7 @@ class Settings(BaseSettings):
         "`https://app.example.com` (none by default; `*` allows any)",
     )
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "admin_key", "model_sha256", "default_model", mode="before")
     @classmethod
     def _empty_key_is_no_key(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -80,10 +103,22 @@ class Settings(BaseSettings):
         return origins
 
     @model_validator(mode="after")
-    def _queue_holds_a_full_batch(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.max_queue < self.max_files:
             raise ValueError(f"max_queue ({self.max_queue}) must be at least max_files ({self.max_files})")
+        if self.model_dir is not None and "model_path" in self.model_fields_set:
+            raise ValueError(
+                "set LEARNSERVE_MODEL_DIR (a folder of models) or LEARNSERVE_MODEL_PATH (one), not both"
+            )
+        if self.model_dir is not None and self.model_sha256:
+            raise ValueError("LEARNSERVE_MODEL_SHA256 pins one file: use it with LEARNSERVE_MODEL_PATH")
         return self
+
+    def model_source(self) -> tuple[Path, Path | None]:
+        """(the repository folder, the one file to serve from it or None for every model in it)."""
+        if self.model_dir is not None:
+            return self.model_dir, None
+        return self.model_path.parent, self.model_path
 
     def batch_size_for(self, input_size: int) -> int:
         """Images per forward pass for a model of this square input size."""

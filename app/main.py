@@ -1,64 +1,48 @@
-"""The FastAPI application: settings in, model loaded once in the lifespan, routes and error handlers wired.
+"""The FastAPI application: settings in, models loaded once in the lifespan, middleware, routes and handlers.
 
-Run with `python -m app serve` (graceful drain on SIGTERM) or `uvicorn app.main:app`.
+Run with `python -m app serve` (graceful drain on SIGTERM, reload on SIGHUP) or `uvicorn app.main:app`.
+
+The core (app/core: decoding, backends, batcher, one unit per model, the repository) knows nothing of HTTP; the
+edge (app/api: routes, middleware, error table, schemas, metrics, security) calls it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
+import signal
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import handlers
-from app.batcher import Batcher, model_thread
+from app.api import errors
+from app.api.deps import ServerState
+from app.api.limits import BodySizeLimit
+from app.api.metrics import HttpMetrics, Metrics, RouteTemplates
+from app.api.request_id import HEADER as REQUEST_ID_HEADER
+from app.api.request_id import RequestIdMiddleware
+from app.api.routes import admin, demo, health, models, predict, prometheus, v2
+from app.api.schemas import error_responses
+from app.api.security import KeyGuard, docs_dependencies
 from app.config import Settings
-from app.errors import ModelLoadError
-from app.limits import BodySizeLimit
-from app.metrics import HttpMetrics, Metrics, RouteTemplates
-from app.predictor import Predictor
-from app.request_id import HEADER as REQUEST_ID_HEADER
-from app.request_id import RequestIdMiddleware
-from app.routes import demo, health, metadata, predict, prometheus, v2
-from app.schemas import error_responses
-from app.security import ApiKeyGuard
-from app.service import Service, ServiceStatus
+from app.core.errors import ModelLoadError
+from app.core.repository import ModelRepository
 
 logger = logging.getLogger("learnserve")
 
-DESCRIPTION = """Classify images with an exported fastai learner.
+VERSION = "0.2.0"
+DESCRIPTION = """Classify images with exported fastai learners.
 
 Upload an image to **POST /predict** (multipart field `file`), or several to **POST /predict/batch**
-(repeated field `files`). Every error answers `{"detail": "...", "code": "..."}`; the Open Inference
-Protocol endpoints under **/v2** answer errors as `{"error": "..."}`. When the server has an API key, send it as
-`Authorization: Bearer KEY` or `X-API-Key: KEY`. Every answer carries an `X-Request-ID`. Try the model in a browser
-at [/](/); Prometheus metrics are at /metrics.
+(repeated field `files`); with several models, name one: **POST /models/{name}/predict** (GET /models lists them).
+Every error answers `{"detail": "...", "code": "..."}`; the Open Inference Protocol endpoints under **/v2** answer
+errors as `{"error": "..."}`. Every answer carries an `X-Request-ID`, every prediction `X-Model-Name` and
+`X-Model-Version`. Try a model in a browser at [/](/); Prometheus metrics are at /metrics.
 """
-
-
-def load_service(
-    settings: Settings, status: ServiceStatus, metrics: Metrics, executor: ThreadPoolExecutor
-) -> Service:
-    """Verify, load and warm the model (blocking: runs at startup on `executor`, the thread that will serve it)."""
-    started = time.perf_counter()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    predictor = Predictor.load(settings.model_path, settings.device, settings.model_sha256)
-    predictor.warm_up()
-    status.load_seconds = time.perf_counter() - started
-    predict = metrics.counting(predictor.predict)
-    batch_size = settings.batch_size_for(predictor.input_size)
-    batcher = Batcher(predict, batch_size, settings.max_wait_ms, settings.max_queue, executor)
-    service = Service(settings, predictor, batcher, status)
-    metrics.watch(service)
-    return service
 
 
 def body_limit(settings: Settings) -> Callable[[str], int]:
@@ -66,7 +50,7 @@ def body_limit(settings: Settings) -> Callable[[str], int]:
     single = settings.max_upload_bytes + 64 * 1024
 
     def limit_for(path: str) -> int:
-        if path == "/predict":
+        if path.endswith("/predict"):
             return single
         if path.startswith("/v2/"):
             return settings.max_infer_bytes
@@ -75,60 +59,91 @@ def body_limit(settings: Settings) -> Callable[[str], int]:
     return limit_for
 
 
-def create_app(settings: Settings | None = None, status: ServiceStatus | None = None) -> FastAPI:
+async def watch(repository: ModelRepository, seconds: float) -> None:
+    """LEARNSERVE_WATCH_SECONDS: rescan now and then (a rescan of unchanged files costs a few stat calls)."""
+    while True:
+        await asyncio.sleep(seconds)
+        await repository.reload()
+
+
+def create_app(settings: Settings | None = None, state: ServerState | None = None) -> FastAPI:
     settings = settings or Settings()
-    status = status or ServiceStatus()
+    state = state or ServerState()
     metrics = Metrics(settings.max_batch_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        executor = model_thread()
+        repository = ModelRepository(settings, metrics)
+        metrics.watch(repository)
         try:
-            loop = asyncio.get_running_loop()
-            service = await loop.run_in_executor(executor, load_service, settings, status, metrics, executor)
+            await repository.start()
         except ModelLoadError as e:
-            executor.shutdown()
+            await repository.close()
             logger.error("cannot start: %s", e)
             raise
-        service.batcher.start()
-        status.ready = True
-        manifest = service.predictor.manifest
-        logger.info(
-            "model %s ready on %s in %.2fs (%d classes)",
-            manifest.name if manifest else settings.model_path, service.predictor.device,
-            status.load_seconds, len(service.predictor.classes),
-        )  # fmt: skip
-        try:
-            yield {"service": service, "metrics": metrics}
-        finally:
-            status.ready = False
-            await service.batcher.stop()
+        loop = asyncio.get_running_loop()
+        background: set[asyncio.Task[Any]] = set()
 
-    app = FastAPI(
-        title="learnserve",
-        description=DESCRIPTION,
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    handlers.install(app)
-    # Middleware, innermost first: the body limit, CORS, metrics, and the request ID outermost, so that every
-    # answer (a 413 from the limit, a CORS preflight) is counted and carries its ID.
+        def on_sighup() -> None:
+            task = loop.create_task(repository.reload())
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+        with contextlib.suppress(
+            NotImplementedError, RuntimeError, ValueError
+        ):  # not the main thread: no signals
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        watcher = (
+            loop.create_task(watch(repository, settings.watch_seconds)) if settings.watch_seconds else None
+        )
+        state.started = True
+        names = ", ".join(f"{u.name} ({u.version}, {u.backend.device})" for u in repository.units.values())
+        logger.info("ready: serving %s", names)
+        try:
+            yield {"repository": repository, "server": state, "settings": settings, "metrics": metrics}
+        finally:
+            state.started = False
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            if watcher:
+                watcher.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await repository.close()
+
+    app = FastAPI(title="learnserve", description=DESCRIPTION, version=VERSION, lifespan=lifespan)
+    errors.install(app)
+    # Middleware, innermost first: the body limit, the keys (checked before any byte of a body is read), CORS,
+    # metrics, and the request ID outermost, so that every answer (a 413, a 401, a preflight) is counted and
+    # carries its ID.
     app.add_middleware(BodySizeLimit, limit_for=body_limit(settings))
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    app.add_middleware(KeyGuard, api_key=api_key, admin_key=admin_key)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_ID_HEADER],
-            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "X-Model-Name", "X-Model-Version"],
             max_age=600,
         )
     app.add_middleware(HttpMetrics, metrics=metrics, route_of=RouteTemplates(app))
     app.add_middleware(RequestIdMiddleware)
 
-    app.include_router(predict.router, dependencies=[ApiKeyGuard], responses=error_responses(401))
-    app.include_router(metadata.router, dependencies=[ApiKeyGuard], responses=error_responses(401))
-    app.include_router(v2.router)  # guards its model routes itself; its health and server metadata stay open
+    keyed: dict[str, Any] = (
+        {"dependencies": docs_dependencies(), "responses": error_responses(401)} if api_key else {}
+    )
+    app.include_router(predict.router, **keyed)
+    app.include_router(models.router, **keyed)
+    app.include_router(
+        v2.guarded,
+        dependencies=keyed.get("dependencies", []),
+        responses=v2.error_responses(401) if api_key else None,
+    )
+    app.include_router(v2.router)
+    if admin_key:
+        app.include_router(admin.router, dependencies=docs_dependencies(admin=True))
     app.include_router(health.router)
     app.include_router(prometheus.router)
     app.include_router(demo.router)

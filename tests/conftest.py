@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import zlib
 from pathlib import Path
 
@@ -58,6 +59,43 @@ def tiny_model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert code == 0, stderr
     assert "reload check" in stdout
     return out
+
+
+def train_tiny(dataset: Path, out: Path, *extra: str) -> Path:
+    code, _, stderr = run_cli(
+        "train", str(dataset), "--out", str(out), "--arch", "cnn", "--bs", "16", "--lr", "1e-2", "--no-verify",
+        *extra,
+    )  # fmt: skip
+    assert code == 0, stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def second_model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model on the same classes, different in size and weights: `shades` (24 px, no augmentation)."""
+    return train_tiny(
+        dataset, tmp_path_factory.mktemp("models") / "shades.pkl", "--size", "24", "--epochs", "1"
+    )
+
+
+@pytest.fixture(scope="session")
+def colors_v2(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new version of `colors`: same name, other weights (another seed), so another sha256."""
+    return train_tiny(
+        dataset, tmp_path_factory.mktemp("v2") / "colors.pkl", "--size", "32", "--epochs", "1", "--seed", "7"
+    )
+
+
+def copy_model(model: Path, folder: Path, name: str | None = None) -> Path:
+    """Copy a .pkl and its manifest into `folder` (as NAME.pkl when given; the manifest then still says its own)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name or model.stem}.pkl"
+    for src, dest in ((model.with_suffix(".json"), target.with_suffix(".json")), (model, target)):
+        staged = folder / f".{dest.name}.tmp"  # write beside, then rename: a reader never sees half a file
+        staged.write_bytes(src.read_bytes())
+        staged.chmod(0o644)
+        os.replace(staged, dest)
+    return target
 
 
 @pytest.fixture

@@ -34,10 +34,12 @@ def free_port() -> int:
 
 @contextmanager
 def live_server(model: Path, log: Path, **env: str) -> Iterator[LiveServer]:
+    """Serve `model`: one .pkl (LEARNSERVE_MODEL_PATH), or a folder of them (LEARNSERVE_MODEL_DIR)."""
     port = free_port()
+    source = "LEARNSERVE_MODEL_DIR" if model.is_dir() else "LEARNSERVE_MODEL_PATH"
     environ = {
-        **os.environ,
-        "LEARNSERVE_MODEL_PATH": str(model),
+        **{k: v for k, v in os.environ.items() if not k.startswith("LEARNSERVE_")},
+        source: str(model),
         **{f"LEARNSERVE_{k}": v for k, v in env.items()},
     }
     with log.open("wb") as out:

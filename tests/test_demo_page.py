@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.routes.demo import STATIC
+from app.api.routes.demo import STATIC
 from tests.images import encode, sample
 from tests.live_server import LiveServer, live_server
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import CorruptImage, EmptyFile, TooManyPixels, UnsupportedImage
-from app.imaging import decode_image, safe_filename
+from app.api.uploads import safe_filename
+from app.core.errors import CorruptImage, EmptyFile, TooManyPixels, UnsupportedImage
+from app.core.imaging import decode_image
 from tests.images import (
     animated_gif,
     encode,

@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.errors import ModelLoadError
-from app.loading import load_learner_file, verify_model_file
+from app.core.backends.fastai import load_learner_file
+from app.core.errors import ModelLoadError
+from app.core.verify import verify_model_file
 from app.main import create_app
 from training.manifest import manifest_path, read_manifest, sha256_file
 
@@ -32,7 +33,7 @@ def edit_manifest(model: Path, **changes: object) -> None:
 
 
 def test_a_good_model_passes(model_copy: Path) -> None:
-    assert verify_model_file(model_copy).classes == ["blue", "green", "red"]
+    assert verify_model_file(model_copy).manifest.classes == ["blue", "green", "red"]
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -85,9 +86,9 @@ def test_missing_or_invalid_manifest(model_copy: Path) -> None:
 def test_garbage_that_matches_its_manifest_still_fails_cleanly(model_copy: Path) -> None:
     model_copy.write_bytes(b"this is not a pickle")
     edit_manifest(model_copy, sha256=sha256_file(model_copy))
-    verify_model_file(model_copy)
+    verified = verify_model_file(model_copy)
     with pytest.raises(ModelLoadError, match="cannot load"):
-        load_learner_file(model_copy)
+        load_learner_file(verified)
 
 
 def test_lifespan_stops_on_a_bad_model(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import powers_of_two
+from app.api.metrics import powers_of_two
 from tests.images import encode, sample
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -45,23 +45,31 @@ def test_requests_predictions_and_batches_are_counted(client: TestClient) -> Non
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert moved("learnserve_requests_total", method="POST", route="/predict", status="200") == 3
-    assert moved("learnserve_requests_total", method="POST", route="/predict", status="415") == 1
-    assert moved("learnserve_requests_total", method="POST", route="/predict/batch", status="200") == 1
-    assert moved("learnserve_requests_total", method="GET", route="/health/live", status="200") == 1
+    m = "colors"  # the model that answered: its name labels the request and model series
+    assert moved("learnserve_requests_total", method="POST", route="/predict", status="200", model=m) == 3
+    assert moved("learnserve_requests_total", method="POST", route="/predict", status="415", model=m) == 1
+    assert (
+        moved("learnserve_requests_total", method="POST", route="/predict/batch", status="200", model=m) == 1
+    )
+    assert moved("learnserve_requests_total", method="GET", route="/health/live", status="200", model="") == 1
     latency = "learnserve_request_duration_seconds_count"
-    assert moved(latency, method="POST", route="/predict", status="200") == 3
-    assert moved("learnserve_request_duration_seconds_sum", method="POST", route="/predict", status="200") > 0
-    assert moved("learnserve_predictions_total", label="red") == 2
-    assert moved("learnserve_predictions_total", label="blue") == 1
-    assert moved("learnserve_predictions_total", label="green") == 3
+    assert moved(latency, method="POST", route="/predict", status="200", model=m) == 3
+    assert (
+        moved(
+            "learnserve_request_duration_seconds_sum", method="POST", route="/predict", status="200", model=m
+        )
+        > 0
+    )
+    assert moved("learnserve_predictions_total", model=m, label="red") == 2
+    assert moved("learnserve_predictions_total", model=m, label="blue") == 1
+    assert moved("learnserve_predictions_total", model=m, label="green") == 3
     # three single requests in a row are three batches of one; the batch request is one batch of three
-    assert moved("learnserve_batch_size_count") == 4
-    assert moved("learnserve_batch_size_sum") == 6
-    assert moved("learnserve_batch_size_bucket", le="2.0") == 3
-    assert moved("learnserve_inference_seconds_count") == 4
-    assert moved("learnserve_inference_seconds_sum") > 0
-    assert value(after, "learnserve_queue_depth") == 0
+    assert moved("learnserve_batch_size_count", model=m) == 4
+    assert moved("learnserve_batch_size_sum", model=m) == 6
+    assert moved("learnserve_batch_size_bucket", model=m, le="2.0") == 3
+    assert moved("learnserve_inference_seconds_count", model=m) == 4
+    assert moved("learnserve_inference_seconds_sum", model=m) > 0
+    assert value(after, "learnserve_queue_depth", model=m) == 0
 
 
 def test_route_label_is_the_template_and_unknown_paths_share_one(client: TestClient) -> None:
@@ -72,13 +80,12 @@ def test_route_label_is_the_template_and_unknown_paths_share_one(client: TestCli
     assert "unmatched" in routes
     assert "/v2/models/{name}/ready" in routes
     assert not {"/nope", "/nope/2", "/v2/models/a/ready"} & routes
-    assert value(samples, "learnserve_requests_total", method="GET", route="unmatched", status="404") == 2
     assert (
-        value(
-            samples, "learnserve_requests_total", method="GET", route="/v2/models/{name}/ready", status="404"
-        )
+        value(samples, "learnserve_requests_total", method="GET", route="unmatched", status="404", model="")
         == 2
     )
+    ready = "/v2/models/{name}/ready"
+    assert value(samples, "learnserve_requests_total", method="GET", route=ready, status="404", model="") == 2
 
 
 def test_rejections_before_routing_are_counted_under_their_route(client: TestClient) -> None:
@@ -88,23 +95,29 @@ def test_rejections_before_routing_are_counted_under_their_route(client: TestCli
     r = client.post("/predict", content=big, headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert r.status_code == 413
     samples = scrape(client)
-    assert value(samples, "learnserve_requests_total", method="POST", route="/predict", status="413") == 1
+    assert (
+        value(samples, "learnserve_requests_total", method="POST", route="/predict", status="413", model="")
+        == 1
+    )
 
 
 def test_model_identity_load_time_and_process_metrics(client: TestClient, settings) -> None:  # type: ignore[no-untyped-def]
     samples = scrape(client)
-    metadata = client.get("/metadata").json()["model"]
+    metadata = client.get("/metadata").json()
     info = [dict(labels) for name, labels in samples if name == "learnserve_model_info"]
     assert info == [
         {
-            "name": metadata["name"],
-            "sha256": metadata["sha256"],
+            "model": metadata["model"]["name"],
+            "version": metadata["model"]["sha256"][:12],
+            "sha256": metadata["model"]["sha256"],
             "arch": "cnn",
+            "backend": "fastai",
             "device": "cpu",
             "classes": "3",
         }
     ]
-    assert value(samples, "learnserve_model_load_seconds") > 0
+    assert metadata["runtime"]["version"] == metadata["model"]["sha256"][:12]
+    assert value(samples, "learnserve_model_load_seconds", model="colors") > 0
     assert value(samples, "process_resident_memory_bytes") > 0
     assert not any(name.endswith("_created") for name, _ in samples)
 
@@ -114,7 +127,7 @@ def test_each_app_has_its_own_registry(client: TestClient, settings) -> None:  #
 
     client.post("/predict", files={"file": ("x.png", png("red"), "image/png")})
     with TestClient(create_app(settings)) as fresh:
-        assert value(scrape(fresh), "learnserve_predictions_total", label="red") == 0
+        assert value(scrape(fresh), "learnserve_predictions_total", model="colors", label="red") == 0
 
 
 def test_batch_size_buckets_reach_the_largest_batch() -> None:

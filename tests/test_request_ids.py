@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from app.logs import log_config
-from app.request_id import accept_or_make
+from app.api.logs import log_config
+from app.api.request_id import accept_or_make
 from tests.images import encode, sample
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -103,7 +103,7 @@ def test_log_lines_inside_a_request_carry_its_id_and_a_500_answers_it(
     mine = [line for line in lines if line["request_id"] == "req-500"]
     assert [line["message"] for line in mine] == ["about to fail", "unexpected error on GET /boom"]
     assert "RuntimeError: bug" in mine[1]["exception"]
-    assert {line["request_id"] for line in lines if "ready on" in line["message"]} == {
+    assert {line["request_id"] for line in lines if "ready: serving" in line["message"]} == {
         "-"
     }  # startup: no request
 

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
+from app.api.security import same_secret
 from app.config import Settings
-from app.security import same_secret
 from tests.images import encode, sample
 
 KEY = "s3cret-key-with-enough-entropy"
@@ -95,6 +95,15 @@ def test_openapi_documents_the_key(keyed: TestClient) -> None:
     assert "401" in spec["paths"]["/predict"]["post"]["responses"]
     assert "401" in spec["paths"]["/v2/models/{name}/infer"]["post"]["responses"]
     assert "security" not in spec["paths"]["/health/ready"]["get"]
+    assert spec["paths"]["/models"]["get"]["security"]
+
+
+def test_openapi_declares_no_key_without_one(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "securitySchemes" not in spec.get("components", {})
+    assert not any("security" in op for path in spec["paths"].values() for op in path.values())
+    assert "401" not in spec["paths"]["/predict"]["post"]["responses"]
+    assert "401" not in spec["paths"]["/v2/models/{name}/infer"]["post"]["responses"]
 
 
 def test_key_comparison() -> None:

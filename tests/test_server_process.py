@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.predictor import Predictor
+from tests.backends import classify_files, fastai_backend
 from tests.images import encode, many_formats, sample
 from tests.live_server import free_port, wait_until_ready
 from training.manifest import manifest_path
@@ -84,10 +84,8 @@ def test_concurrent_requests_get_their_sequential_answers(
     base, _ = server
     labels = ["red", "green", "blue"]
     images = [encode(sample(labels[i % 3], seed=200 + i), "PNG") for i in range(24)]
-    predictor = Predictor.load(tiny_model, "cpu")
-    from app.imaging import decode_image
-
-    sequential = [predictor.predict([decode_image(d, 10**7)])[0] for d in images]
+    backend = fastai_backend(tiny_model)
+    sequential = [classify_files(backend, [d])[0] for d in images]
     with ThreadPoolExecutor(max_workers=8) as pool:  # 8 = MAX_QUEUE: none of them may be refused
         answers = list(pool.map(lambda d: post(base, "c.png", d), images))
     for r, want in zip(answers, sequential, strict=True):
@@ -197,14 +195,35 @@ def test_missing_model_stops_startup_with_a_clear_line(tmp_path: Path) -> None:
 def test_readiness_reports_draining(settings) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
+    from app.api.deps import ServerState
     from app.main import create_app
-    from app.service import ServiceStatus
 
-    status = ServiceStatus()
-    with TestClient(create_app(settings, status)) as client:
+    state = ServerState()
+    with TestClient(create_app(settings, state)) as client:
         assert client.get("/health/ready").status_code == 200
-        status.begin_drain()  # what DrainingServer.handle_exit does on SIGTERM
+        state.begin_drain()  # what DrainingServer.handle_exit does on SIGTERM
         r = client.get("/health/ready")
         assert r.status_code == 503
         assert r.json()["code"] == "not_ready"
         assert client.get("/health/live").status_code == 200
+
+
+def test_drain_seconds_below_one_is_honoured(tiny_model: Path) -> None:
+    """DRAIN_SECONDS=0.3: a request that never finishes is cut off after 0.3 s, not waited for forever."""
+    port = free_port()
+    proc = start(tiny_model, port, DRAIN_SECONDS="0.3")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        head, body = multipart_request(port, encode(sample("green"), "PNG"))
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(head + body[: len(body) // 2])  # in flight, and it will never complete
+            time.sleep(0.3)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=20)
+            took = time.monotonic() - started
+        assert proc.returncode == 0, output
+        assert took < 10, f"shutdown took {took:.1f}s"
+        assert "timeout graceful shutdown exceeded" in output
+    finally:
+        stop(proc)

@@ -12,8 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.imaging import decode_image
-from app.predictor import Predictor
+from tests.backends import classify_files, fastai_backend
 from tests.images import encode, sample
 from tests.live_server import LiveServer, live_server
 
@@ -92,8 +91,7 @@ def test_infer_matches_the_predictor(triton, model_name: str, tiny_model: Path) 
     assert probabilities.shape == (3, 3)
     assert [x.decode() if isinstance(x, bytes) else x for x in result.as_numpy("label")] == labels
     assert result.get_response()["id"] == "batch-1"
-    predictor = Predictor.load(tiny_model, "cpu")
-    expected = [p.probabilities for p in predictor.predict([decode_image(f, 10**7) for f in files])]
+    expected = [p.probabilities for p in classify_files(fastai_backend(tiny_model), files)]
     np.testing.assert_allclose(probabilities, np.array(expected, dtype=np.float32), atol=1e-5)
 
 
@@ -191,4 +189,4 @@ def test_json_access_log_lines_carry_the_request_id(server: LiveServer) -> None:
     assert access["v2-log-check"]["path"] == "/v2/health/ready"
     assert access["v2-log-check"]["status"] == 200
     assert access["v2-log-401"]["status"] == 401
-    assert any("ready on" in line["message"] and line["request_id"] == "-" for line in lines)
+    assert any("ready: serving" in line["message"] and line["request_id"] == "-" for line in lines)

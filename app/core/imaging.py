@@ -8,13 +8,11 @@ A plain RGB image comes out pixel-identical to fastai's `PILImage.create(bytes)`
 from __future__ import annotations
 
 import io
-import re
-import unicodedata
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import CorruptImage, EmptyFile, TooManyPixels, UnsupportedImage
+from app.core.errors import CorruptImage, EmptyFile, TooManyPixels, UnsupportedImage
 
 Image.init()  # register every plugin now, so `formats=` below can name WEBP and MPO
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG includes MPO (multi-picture, phone cameras)
@@ -92,15 +90,3 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
     else:
         scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 1.0
     return Image.fromarray(np.clip(pixels * scale + 0.5, 0, 255).astype(np.uint8))
-
-
-_UNSAFE = re.compile(r"[^\w.\- ()\[\]+,@=]")
-
-
-def safe_filename(name: str | None, fallback: str = "upload") -> str:
-    """A client's filename made safe to echo and log: basename only, printable, no path, at most 100 chars."""
-    base = re.split(r"[\\/]", name or "")[-1]
-    base = unicodedata.normalize("NFKC", base)
-    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C")
-    base = _UNSAFE.sub("_", base).strip(" .")[:100]
-    return base or fallback

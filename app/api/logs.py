@@ -45,7 +45,7 @@ def log_config(level: str, fmt: Literal["plain", "json"] = "plain") -> dict[str,
         "disable_existing_loggers": False,
         "filters": {
             "hide_load_traceback": {"()": HideModelLoadTraceback},
-            "request_id": {"()": "app.request_id.RequestIdFilter"},
+            "request_id": {"()": "app.api.request_id.RequestIdFilter"},
         },
         "formatters": {"plain": {"format": plain}, "json": {"()": JsonFormatter}},
         "handlers": {

@@ -1,5 +1,5 @@
 """The Open Inference Protocol ("KServe v2") for this service: its JSON shapes, and tensors to image files and
-predictions to tensors. Knows nothing of HTTP; app/routes/v2.py serves it.
+predictions to tensors. Knows nothing of HTTP; app/api/routes/v2.py serves it.
 
 One input, `image`: BYTES, shape [N], each element an image file encoded as base64 (JSON cannot carry raw
 bytes). Outputs: `probabilities` FP32 [N, classes] in the order of /metadata's `classes`, and `label` BYTES [N].
@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.errors import ApiError, FileTooLarge, TooManyFiles
-from app.predictor import Prediction
+from app.core.errors import CoreError, FileTooLarge, TooManyFiles
+from app.core.prediction import Prediction
 
 INPUT = "image"
 PROBABILITIES, LABEL = "probabilities", "label"
@@ -25,12 +25,8 @@ OUTPUTS = (PROBABILITIES, LABEL)
 Parameters = dict[str, Any]
 
 
-class InvalidInferenceRequest(ApiError):
-    status, code = 400, "invalid_inference_request"
-
-
-class ModelNotFound(ApiError):
-    status, code = 404, "model_not_found"
+class InvalidInferenceRequest(CoreError):
+    code = "invalid_inference_request"
 
 
 class ErrorV2(BaseModel):
@@ -120,10 +116,11 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-def model_metadata(name: str, classes: Sequence[str]) -> ModelMetadata:
+def model_metadata(name: str, version: str, platform: str, classes: Sequence[str]) -> ModelMetadata:
     return ModelMetadata(
         name=name,
-        platform="fastai",
+        versions=[version],
+        platform=platform,
         inputs=[TensorMetadata(name=INPUT, datatype="BYTES", shape=[-1])],
         outputs=[
             TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, len(classes)]),
@@ -160,13 +157,15 @@ def image_elements(request: InferenceRequest, max_files: int) -> list[str]:
 def decode_element(index: int, element: str, max_bytes: int) -> bytes:
     """One element's file bytes, under the same size limit as an upload to /predict."""
     if len(element) // 4 * 3 > max_bytes + 2:
-        raise FileTooLarge(f"Image {index} is larger than the limit of {max_bytes:,} bytes.")
+        raise FileTooLarge(f"Image {index}: the file is larger than the limit of {max_bytes:,} bytes.")
     try:
         data = base64.b64decode(element, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInferenceRequest(f"Element {index} of '{INPUT}' is not valid base64.") from None
     if len(data) > max_bytes:
-        raise FileTooLarge(f"Image {index} is {len(data):,} bytes; the limit is {max_bytes:,} bytes.")
+        raise FileTooLarge(
+            f"Image {index}: the file is {len(data):,} bytes; the limit is {max_bytes:,} bytes."
+        )
     return data
 
 
@@ -180,7 +179,11 @@ def requested_outputs(request: InferenceRequest) -> list[str]:
 
 
 def inference_response(
-    model_name: str, request: InferenceRequest, predictions: Sequence[Prediction], n_classes: int
+    model_name: str,
+    version: str,
+    request: InferenceRequest,
+    predictions: Sequence[Prediction],
+    n_classes: int,
 ) -> InferenceResponse:
     outputs = {
         PROBABILITIES: ResponseOutput(
@@ -192,5 +195,8 @@ def inference_response(
         ),
     }  # fmt: skip
     return InferenceResponse(
-        model_name=model_name, id=request.id, outputs=[outputs[name] for name in requested_outputs(request)]
+        model_name=model_name,
+        model_version=version,
+        id=request.id,
+        outputs=[outputs[name] for name in requested_outputs(request)],
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from app.core.prediction import Prediction
 
 
 class LabelProbability(BaseModel):
@@ -28,6 +31,12 @@ class PredictionResponse(BaseModel):
             ]
         }
     }
+
+
+def render(prediction: Prediction, classes: Sequence[str], top_k: int) -> PredictionResponse:
+    """The answer for one prediction, with the `top_k` most likely classes."""
+    top = [LabelProbability(label=c, probability=p) for c, p in prediction.top(classes, top_k)]
+    return PredictionResponse(label=prediction.label, probability=prediction.probability, top=top)
 
 
 class BatchPrediction(PredictionResponse):
@@ -60,7 +69,11 @@ class HealthResponse(BaseModel):
 
 
 class RuntimeInfo(BaseModel):
+    model: str = Field(description="the model's name (its file's stem)")
+    version: str = Field(description="the first 12 hex characters of the model file's sha256")
+    backend: str = Field(description="fastai or onnx")
     device: str
+    threads: int | None = Field(description="intra-op threads of the forward pass")
     max_batch_size: int
     max_wait_ms: float
     max_queue: int
@@ -68,8 +81,37 @@ class RuntimeInfo(BaseModel):
     max_pixels: int
     max_files: int
     top_k: int
-    torch_threads: int
     versions: dict[str, str]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str | None = Field(
+        description="first 12 hex characters of the .pkl's sha256; null if not loaded"
+    )
+    arch: str | None
+    classes: int | None = Field(description="number of classes")
+    accuracy: float | None = Field(description="validation accuracy recorded at training")
+    ready: bool
+    last_reload_error: str | None = Field(
+        description="why the latest file for this name could not be loaded (the running version, if any, "
+        "keeps serving); null once it loads"
+    )
+
+
+class ModelList(BaseModel):
+    default: str | None = Field(description="the model that answers /predict, /predict/batch and /metadata")
+    models: list[ModelSummary]
+
+
+class ReloadResponse(BaseModel):
+    loaded: list[str] = Field(description="new models")
+    replaced: list[str] = Field(description="models whose new version was swapped in")
+    removed: list[str] = Field(description="models whose file is gone, drained and unloaded")
+    unchanged: list[str]
+    failed: dict[str, str] = Field(
+        description="name -> why it could not be loaded (the old version keeps serving)"
+    )
 
 
 class MetadataResponse(BaseModel):
@@ -82,7 +124,9 @@ class MetadataResponse(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the listed error statuses, all in the one error shape."""
     described = {
+        400: "several models are served and none is the default (code model_required)",
         401: "missing or wrong API key",
+        404: "no such model (code model_not_found)",
         413: "file too large, too many pixels, or too many files",
         415: "not a JPEG, PNG, WebP, GIF or BMP image",
         422: "empty, truncated or corrupt image, or a missing/misnamed field",

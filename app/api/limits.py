@@ -7,10 +7,11 @@ body passes its route's limit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import send_error
 
 
 class BodySizeLimit:
@@ -25,7 +26,7 @@ class BodySizeLimit:
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(send, limit)
+            await self._reject(send, scope["path"], limit)
             return
         received = 0
         exceeded = False
@@ -52,25 +53,9 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, guarded_send)
         if exceeded and not started:
-            await self._reject(send, limit)
+            await self._reject(send, scope["path"], limit)
 
     @staticmethod
-    async def _reject(send: Send, limit: int) -> None:
-        body = json.dumps(
-            {
-                "detail": f"The request body is larger than the limit of {limit:,} bytes.",
-                "code": "request_too_large",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(send: Send, path: str, limit: int) -> None:
+        detail = f"The request body is larger than the limit of {limit:,} bytes."
+        await send_error(send, path, 413, "request_too_large", detail, {"Connection": "close"})

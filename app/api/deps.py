@@ -1,0 +1,42 @@
+"""Typed dependencies: routes ask for what the lifespan built (the repository, the server state), never globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.core.repository import ModelRepository
+
+
+@dataclass
+class ServerState:
+    """Started once the models are loaded and warm; draining from SIGTERM on (readiness then answers 503)."""
+
+    started: bool = False
+    draining: bool = False
+
+    def begin_drain(self) -> None:
+        self.draining = True
+
+
+def get_repository(request: Request) -> ModelRepository:
+    repository: ModelRepository = request.state.repository
+    return repository
+
+
+def get_server_state(request: Request) -> ServerState:
+    state: ServerState = request.state.server
+    return state
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+ServerStateDep = Annotated[ServerState, Depends(get_server_state)]

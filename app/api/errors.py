@@ -1,0 +1,140 @@
+"""Errors at the HTTP edge: the one table from the core's error codes to HTTP statuses and headers, and the
+exception handlers that answer every error as `{"detail": ..., "code": ...}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import Send
+
+from app.api import request_id as request_ids
+from app.core.errors import CoreError
+
+logger = logging.getLogger("learnserve")
+
+# code -> (status, headers). Every code a client can receive is here; a code missing from the table is a bug.
+ERRORS: dict[str, tuple[int, dict[str, str] | None]] = {
+    "bad_request": (400, None),
+    "model_required": (400, None),
+    "invalid_inference_request": (400, None),
+    "unauthorized": (401, {"WWW-Authenticate": "Bearer"}),
+    "model_not_found": (404, None),
+    "file_too_large": (413, None),
+    "request_too_large": (413, None),
+    "too_many_pixels": (413, None),
+    "too_many_files": (413, None),
+    "unsupported_media_type": (415, None),
+    "empty_file": (422, None),
+    "corrupt_image": (422, None),
+    "unreadable": (422, None),
+    "validation_error": (422, None),
+    "overloaded": (503, {"Retry-After": "1"}),
+    "not_ready": (503, {"Retry-After": "1"}),
+}
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 400: "bad_request"}
+
+
+def status_of(error: CoreError) -> tuple[int, dict[str, str] | None]:
+    return ERRORS[error.code]
+
+
+def error_json(
+    path: str, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(path, code, detail), status_code=status, headers=headers)
+
+
+async def core_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CoreError)
+    status, headers = status_of(exc)
+    return error_json(request.url.path, status, exc.code, exc.detail, headers)
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    if is_v2(request.url.path):  # the protocol answers a malformed request with 400
+        return error_json(request.url.path, 400, "invalid_inference_request", describe_invalid(exc))
+    return error_json(request.url.path, 422, "validation_error", describe_validation(exc))
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    detail = str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"There is no {request.url.path}; the API is listed at /docs."
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}; the API is listed at /docs."
+    return error_json(request.url.path, exc.status_code, code, detail, dict(exc.headers or {}))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Runs outside the middleware (Starlette's outermost layer), so bring the request ID back for this line.
+    request_id = request_ids.of(request)
+    token = request_ids.REQUEST_ID.set(request_id)
+    try:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    finally:
+        request_ids.REQUEST_ID.reset(token)
+    headers = {request_ids.HEADER: request_id} if request_id else None
+    return error_json(
+        request.url.path,
+        500,
+        "internal_error",
+        "The server failed to handle this request; it has been logged.",
+        headers,
+    )
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "header")]
+        where = ".".join(loc) or "request"
+        if err.get("type") == "missing" and err.get("loc", ("",))[0] == "body":
+            parts.append(
+                f"missing form field '{where}': send the image as multipart/form-data in field '{where}'"
+            )
+        else:
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "The request is invalid."
+
+
+def is_v2(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_body(path: str, code: str, detail: str) -> dict[str, str]:
+    """The error shape for a path: the Open Inference Protocol's `{"error"}` under /v2, ours elsewhere."""
+    return {"error": detail} if is_v2(path) else {"detail": detail, "code": code}
+
+
+async def send_error(
+    send: Send, path: str, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """Answer from ASGI middleware, before the app has run (body limits, keys): same shapes as the handlers."""
+    body = json.dumps(error_body(path, code, detail)).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def describe_invalid(exc: RequestValidationError) -> str:
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return f"The request body is not valid JSON ({err.get('ctx', {}).get('error', 'decode error')})."
+    return describe_validation(exc)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(CoreError, core_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,199 @@
+"""Prometheus metrics: one registry per app, fed by one ASGI middleware (HTTP answers) and by the core, which
+reports batches, predictions and model loads through the Observer protocol.
+
+Hot-path cost: a counter increment and a histogram observation per request and per batch, on label children
+cached after first use. Label values are bounded: `route` is the route's template (`/models/{name}/predict`, never
+the raw path; `unmatched` for 404s), `model` is a served model's name (from its files, never from a client), and
+`label` is one of a model's classes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.prediction import Prediction
+
+if TYPE_CHECKING:
+    from app.core.repository import ModelRepository
+    from app.core.unit import ModelUnit
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+UNMATCHED = "unmatched"
+MODEL_HEADER = b"x-model-name"
+
+# No `*_created` series next to every counter and histogram: noise on dashboards. (A process-wide switch.)
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+def powers_of_two(limit: int) -> list[float]:
+    buckets = [1.0]
+    while buckets[-1] < limit:
+        buckets.append(buckets[-1] * 2)
+    return buckets
+
+
+class QueueDepth(Collector):
+    """learnserve_queue_depth{model}, read from the repository at scrape time: free on the hot path."""
+
+    def __init__(self) -> None:
+        self.repository: ModelRepository | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "learnserve_queue_depth", "Images queued for the model or in its running batch", labels=["model"]
+        )
+        for name, unit in sorted((self.repository.units if self.repository else {}).items()):
+            family.add_metric([name], unit.batcher.depth)
+        yield family
+
+
+class Metrics:
+    """Every metric /metrics exposes; the names and HELP texts are the documentation (README: Metrics)."""
+
+    def __init__(self, max_batch_size: int) -> None:
+        self.registry = r = CollectorRegistry()
+        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(standard)  # CPU, memory, open files, Python version, GC: the usual process metrics
+        labels = ["method", "route", "status", "model"]
+        self.requests = Counter("learnserve_requests", "HTTP requests answered", labels, registry=r)
+        self.request_seconds = Histogram(
+            "learnserve_request_duration_seconds", "Time from request to the end of the answer", labels,
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.predictions = Counter(
+            "learnserve_predictions", "Images classified, by model and predicted label", ["model", "label"],
+            registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "learnserve_batch_size", "Images per forward pass", ["model"],
+            buckets=powers_of_two(max_batch_size), registry=r,
+        )  # fmt: skip
+        self.inference_seconds = Histogram(
+            "learnserve_inference_seconds", "Seconds per forward pass (batch transforms and model)", ["model"],
+            buckets=INFERENCE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_depth = QueueDepth()
+        r.register(self.queue_depth)
+        self.model_load_seconds = Gauge(
+            "learnserve_model_load_seconds", "Seconds to verify, load and warm the model's current version",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "learnserve_model_info", "The version being served of each model (value 1)",
+            ["model", "version", "sha256", "arch", "backend", "device", "classes"], registry=r,
+        )  # fmt: skip
+        self.reload_failures = Counter(
+            "learnserve_model_reload_failures", "Model files that failed verification or loading", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self._info: dict[str, tuple[str, ...]] = {}  # model -> its info labels, to remove on swap
+        self._request_children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+
+    def watch(self, repository: ModelRepository) -> None:
+        self.queue_depth.repository = repository
+
+    # -- the core's Observer ----------------------------------------------------------------------------
+    def batch_done(self, model: str, size: int, seconds: float) -> None:
+        self.batch_size.labels(model).observe(size)
+        self.inference_seconds.labels(model).observe(seconds)
+
+    def predicted(self, model: str, predictions: Sequence[Prediction]) -> None:
+        for label, n in Tally(p.label for p in predictions).items():
+            self.predictions.labels(model, label).inc(n)
+
+    def model_loaded(self, unit: ModelUnit) -> None:
+        self.model_unloaded(unit.name)
+        m = unit.manifest
+        info = (unit.name, unit.version, unit.file.sha256, m.arch, unit.backend.kind, unit.backend.device,
+                str(len(unit.classes)))  # fmt: skip
+        self.model_info.labels(*info).set(1)
+        self._info[unit.name] = info
+        self.model_load_seconds.labels(unit.name).set(unit.load_seconds)
+
+    def model_unloaded(self, model: str) -> None:
+        if old := self._info.pop(model, None):
+            self.model_info.remove(*old)
+
+    def load_failed(self, model: str, error: str) -> None:
+        self.reload_failures.labels(model).inc()
+
+    # -- the HTTP edge ----------------------------------------------------------------------------------
+    def observe_request(self, method: str, route: str, status: int, model: str, seconds: float) -> None:
+        key = (method, route, str(status), model)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(*key),
+                self.request_seconds.labels(*key),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class RouteTemplates:
+    """The route template of a request. The router records the matched route in the scope; for answers given
+    before routing (a 413 from the body limit, a 401, a CORS preflight) the path is matched against the API."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._paths: list[tuple[re.Pattern[str], str]] | None = None
+
+    def __call__(self, scope: Scope) -> str:
+        route = scope.get("route")
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if isinstance(template, str):
+            return template
+        if self._paths is None:
+            self._paths = [(compile_path(path)[0], path) for path in self.app.openapi()["paths"]]
+        return next((path for regex, path in self._paths if regex.match(scope["path"])), UNMATCHED)
+
+
+class HttpMetrics:
+    """Counts and times every HTTP answer by method, route template, status and the model that answered."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, route_of: Callable[[Scope], str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.route_of = route_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless an answer starts: an exception escaping the app becomes a 500
+        model = ""
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status, model
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                model = next((v.decode() for k, v in message.get("headers", ()) if k == MODEL_HEADER), "")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            seconds = time.perf_counter() - started
+            self.metrics.observe_request(scope["method"], self.route_of(scope), status, model, seconds)

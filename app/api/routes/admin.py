@@ -1,0 +1,24 @@
+"""POST /admin/reload: rescan the model folder, as SIGHUP does. Exists only when LEARNSERVE_ADMIN_KEY is set;
+KeyGuard checks that key before the route runs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter
+
+from app.api.deps import RepositoryDep
+from app.api.schemas import ReloadResponse, error_responses
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.post(
+    "/reload",
+    summary="Rescan the model folder: load new files, swap changed ones in, unload removed ones",
+    description="A file that fails verification or loading is reported under `failed` (and in GET /models) "
+    "and its running version keeps serving. Requests in flight finish on the version they started on.",
+    responses=error_responses(401),
+)
+async def reload(repository: RepositoryDep) -> ReloadResponse:
+    return ReloadResponse(**asdict(await repository.reload()))

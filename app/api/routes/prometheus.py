@@ -1,0 +1,45 @@
+"""GET /metrics: the app's Prometheus registry in the text exposition format."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.metrics import Metrics
+
+router = APIRouter(tags=["health"])
+
+DESCRIPTION = """Prometheus text format. Besides the usual `process_*` and `python_*` series:
+
+| metric | type | labels |
+|---|---|---|
+| `learnserve_requests_total` | counter | `method`, `route` (template), `status`, `model` (the model that answered, or empty) |
+| `learnserve_request_duration_seconds` | histogram | as above |
+| `learnserve_predictions_total` | counter | `model`, `label` |
+| `learnserve_batch_size` | histogram | `model`: images per forward pass |
+| `learnserve_inference_seconds` | histogram | `model`: seconds per forward pass |
+| `learnserve_queue_depth` | gauge | `model`: images queued or in the running batch |
+| `learnserve_model_load_seconds` | gauge | `model`: seconds to verify, load and warm its current version |
+| `learnserve_model_info` | gauge (1) | `model`, `version`, `sha256`, `arch`, `backend`, `device`, `classes` |
+| `learnserve_model_reload_failures_total` | counter | `model`: files that failed verification or loading |
+"""
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.state.metrics
+    return metrics
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description=DESCRIPTION,
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+def metrics(
+    metrics: Annotated[Metrics, Depends(get_metrics)],
+) -> Response:  # sync: reads /proc, runs in a thread
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

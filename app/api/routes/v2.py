@@ -1,0 +1,182 @@
+"""The Open Inference Protocol's REST endpoints under /v2, for KServe, Triton clients and other v2 tooling.
+
+Every model of the repository is `/v2/models/{name}` and `/v2/models/{name}/versions/{version}` (its version is
+the first 12 hex characters of its file's sha256). Inference goes through the model's unit, as /predict does.
+As the protocol asks, a request succeeds or fails as a whole: the first image that cannot be classified fails
+it, with its index, in `{"error": "..."}` (the app's handlers answer every error under /v2 in that shape).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from app.api import open_inference as oip
+from app.api.deps import RepositoryDep, ServerStateDep, SettingsDep
+from app.api.errors import ERRORS
+from app.api.routes.health import check_ready
+from app.core.errors import CoreError, ModelNotFound, NotReady
+from app.core.prediction import ItemError, Prediction
+from app.core.repository import ModelRepository
+from app.core.unit import Item, ModelUnit
+
+BINARY_UNSUPPORTED = (
+    "Binary tensor data is not supported: send BYTES elements as base64 strings in the JSON body "
+    "(tritonclient: set_data_from_numpy(..., binary_data=False))."
+)
+
+
+class V2Route(APIRoute):
+    """Reads every body as JSON whatever its Content-Type says (tritonclient sends none, `curl -d` sends
+    form-urlencoded), and refuses Triton's binary tensor extension with a clear message."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_v2(request: Request) -> Response:
+            raw = request.scope["headers"]
+            if any(k == b"inference-header-content-length" for k, _ in raw):
+                return JSONResponse({"error": BINARY_UNSUPPORTED}, status_code=400)
+            headers = [(k, v) for k, v in raw if k != b"content-type"]
+            request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+            return await handle(request)
+
+        return handle_v2
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": oip.ErrorV2} for s in statuses}
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
+guarded = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
+
+ModelName = Annotated[str, Path(description="a model's name, as listed by GET /models")]
+Version = Annotated[str, Path(description="the model's version: 12 hex characters of its file's sha256")]
+
+
+def served(repository: ModelRepository, name: str, version: str | None = None) -> ModelUnit:
+    unit = repository.get(name)
+    if version is not None and version != unit.version:
+        raise ModelNotFound(f"Model {name!r} has no version {version!r}; it serves version {unit.version}.")
+    return unit
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata(request: Request) -> oip.ServerMetadata:
+    return oip.ServerMetadata(name="learnserve", version=request.app.version, extensions=[])
+
+
+@router.get("/health/live", summary="The server answers")
+async def server_live() -> oip.Live:
+    return oip.Live(live=True)
+
+
+@router.get("/health/ready", summary="The server can infer", responses=error_responses(503))
+async def server_ready(state: ServerStateDep, repository: RepositoryDep) -> oip.Ready:
+    check_ready(state, repository)
+    return oip.Ready(ready=True)
+
+
+async def model_ready(repository: ModelRepository, name: str, version: str | None) -> oip.ModelReady:
+    if not served(repository, name, version).ready:
+        raise NotReady(f"Model {name!r} is not accepting work.")
+    return oip.ModelReady(name=name, ready=True)
+
+
+@router.get("/models/{name}/ready", summary="The model can infer", responses=error_responses(404, 503))
+async def ready(name: ModelName, repository: RepositoryDep) -> oip.ModelReady:
+    return await model_ready(repository, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="This version of the model can infer",
+    responses=error_responses(404, 503),
+)
+async def version_ready(name: ModelName, version: Version, repository: RepositoryDep) -> oip.ModelReady:
+    return await model_ready(repository, name, version)
+
+
+def metadata_of(unit: ModelUnit) -> oip.ModelMetadata:
+    return oip.model_metadata(unit.name, unit.version, unit.backend.kind, unit.classes)
+
+
+METADATA: dict[str, Any] = {"response_model_exclude_none": True, "responses": error_responses(404)}
+
+
+@guarded.get("/models/{name}", summary="Model metadata: its input and output tensors", **METADATA)
+async def model_metadata(name: ModelName, repository: RepositoryDep) -> oip.ModelMetadata:
+    return metadata_of(served(repository, name))
+
+
+@guarded.get("/models/{name}/versions/{version}", summary="Metadata of this version of the model", **METADATA)
+async def version_metadata(name: ModelName, version: Version, repository: RepositoryDep) -> oip.ModelMetadata:
+    return metadata_of(served(repository, name, version))
+
+
+def elements_to_items(elements: list[str], max_bytes: int) -> list[Item]:
+    items: list[Item] = []
+    for i, element in enumerate(elements):
+        try:
+            items.append(oip.decode_element(i, element, max_bytes))
+        except oip.InvalidInferenceRequest:
+            raise
+        except CoreError as e:
+            items.append(ItemError.of(e))
+    return items
+
+
+async def infer_with(
+    repository: ModelRepository, name: str, version: str | None, body: oip.InferenceRequest, max_bytes: int,
+    max_files: int,
+) -> Response:  # fmt: skip
+    served(repository, name, version)
+    elements = oip.image_elements(body, max_files)
+    oip.requested_outputs(body)  # reject unknown outputs before running the model
+    items = elements_to_items(elements, max_bytes)
+    unit = served(repository, name, version)
+    outcomes = await unit.classify(items)
+    headers = {"X-Model-Name": unit.name, "X-Model-Version": unit.version}
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, ItemError):
+            status, extra = ERRORS[outcome.code]
+            detail = (
+                outcome.detail if outcome.detail.startswith(f"Image {i}:") else f"Image {i}: {outcome.detail}"
+            )
+            return JSONResponse({"error": detail}, status, {**headers, **(extra or {})})
+    predictions = [o for o in outcomes if isinstance(o, Prediction)]
+    answer = oip.inference_response(unit.name, unit.version, body, predictions, len(unit.classes))
+    return JSONResponse(answer.model_dump(exclude_none=True), headers=headers)
+
+
+INFER: dict[str, Any] = {
+    "response_model": oip.InferenceResponse,
+    "response_model_exclude_none": True,
+    "description": "Input `image`: BYTES, shape [N], each element a base64-encoded JPEG, PNG, WebP, GIF or BMP "
+    "file. Outputs `probabilities` (FP32 [N, classes], in the order of the model's classes) and `label` "
+    "(BYTES [N]). One bad image fails the whole request; use /models/{name}/predict/batch for per-file errors.",
+    "responses": error_responses(400, 404, 413, 415, 422, 503),
+}
+
+
+@guarded.post("/models/{name}/infer", summary="Classify base64-encoded image files", **INFER)
+async def infer(
+    name: ModelName, body: oip.InferenceRequest, repository: RepositoryDep, settings: SettingsDep
+) -> Response:
+    return await infer_with(repository, name, None, body, settings.max_upload_bytes, settings.max_files)
+
+
+@guarded.post("/models/{name}/versions/{version}/infer", summary="Classify with this version", **INFER)
+async def infer_version(
+    name: ModelName,
+    version: Version,
+    body: oip.InferenceRequest,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+) -> Response:
+    return await infer_with(repository, name, version, body, settings.max_upload_bytes, settings.max_files)
