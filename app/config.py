@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -60,6 +59,33 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="largest accepted image, width x height (decompression bombs)"
     )
     max_files: int = Field(64, ge=1, description="most files in one /predict/batch request")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="largest accepted request body for a batch or v2 request (a single upload: MAX_UPLOAD_BYTES)",
+    )
+    max_inflight_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description="memory budget for all requests together: bodies being received, images being decoded "
+        "(their working set) and inputs waiting for the model; work beyond it waits, then gets 503",
+    )
+    memory_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long work waits for room in the memory budget before it gets 503 overloaded",
+    )
+    max_connections: int = Field(
+        256, ge=1, description="open connections and requests in progress before new requests get 503"
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a connection must send a request's complete headers within this time, or it is closed",
+    )
+    body_timeout_seconds: float = Field(
+        60.0, gt=0, description="a request's body must arrive completely within this time, or it gets 408"
+    )
     top_k: int = Field(5, ge=1, description="default number of classes in each answer's `top` list")
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads (default: torch's choice)"
@@ -110,6 +136,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set LEARNSERVE_MODEL_DIR (a folder of models) or LEARNSERVE_MODEL_PATH (one), not both"
             )
+        if max(self.max_request_bytes, self.max_single_bytes) > self.max_inflight_bytes:
+            raise ValueError(
+                "MAX_INFLIGHT_BYTES must hold at least one largest request body (MAX_REQUEST_BYTES, and "
+                "MAX_UPLOAD_BYTES + 64 KiB)"
+            )
         if self.model_dir is not None and self.model_sha256:
             raise ValueError("LEARNSERVE_MODEL_SHA256 pins one file: use it with LEARNSERVE_MODEL_PATH")
         return self
@@ -125,11 +156,6 @@ class Settings(BaseSettings):
         return max(1, min(self.max_batch_size, self.max_batch_pixels // (input_size * input_size)))
 
     @property
-    def max_request_bytes(self) -> int:
-        """Body limit for a batch upload: every file at its limit plus room for multipart headers."""
-        return self.max_files * (self.max_upload_bytes + 16 * 1024)
-
-    @property
-    def max_infer_bytes(self) -> int:
-        """Body limit for a v2 infer request: every image base64-encoded (4/3 larger) plus JSON around it."""
-        return self.max_files * (math.ceil(self.max_upload_bytes * 4 / 3) + 1024) + 64 * 1024
+    def max_single_bytes(self) -> int:
+        """Body limit for one upload (POST .../predict): the file plus room for multipart headers."""
+        return self.max_upload_bytes + 64 * 1024

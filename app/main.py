@@ -21,7 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import errors
 from app.api.deps import ServerState
-from app.api.limits import BodySizeLimit
+from app.api.limits import BodyGuard
 from app.api.metrics import HttpMetrics, Metrics, RouteTemplates
 from app.api.request_id import HEADER as REQUEST_ID_HEADER
 from app.api.request_id import RequestIdMiddleware
@@ -29,6 +29,7 @@ from app.api.routes import admin, demo, health, models, predict, prometheus, v2
 from app.api.schemas import error_responses
 from app.api.security import KeyGuard, docs_dependencies
 from app.config import Settings
+from app.core.budget import MemoryBudget
 from app.core.errors import ModelLoadError
 from app.core.repository import ModelRepository
 
@@ -47,14 +48,10 @@ errors as `{"error": "..."}`. Every answer carries an `X-Request-ID`, every pred
 
 def body_limit(settings: Settings) -> Callable[[str], int]:
     """Per-path request body limits for BodySizeLimit."""
-    single = settings.max_upload_bytes + 64 * 1024
+    single = settings.max_single_bytes
 
     def limit_for(path: str) -> int:
-        if path.endswith("/predict"):
-            return single
-        if path.startswith("/v2/"):
-            return settings.max_infer_bytes
-        return settings.max_request_bytes
+        return single if path.endswith("/predict") else settings.max_request_bytes
 
     return limit_for
 
@@ -70,10 +67,12 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     settings = settings or Settings()
     state = state or ServerState()
     metrics = Metrics(settings.max_batch_size)
+    budget = MemoryBudget(settings.max_inflight_bytes, settings.memory_wait_seconds)
+    metrics.watch_budget(budget)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        repository = ModelRepository(settings, metrics)
+        repository = ModelRepository(settings, metrics, budget)
         metrics.watch(repository)
         try:
             await repository.start()
@@ -115,7 +114,9 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     # Middleware, innermost first: the body limit, the keys (checked before any byte of a body is read), CORS,
     # metrics, and the request ID outermost, so that every answer (a 413, a 401, a preflight) is counted and
     # carries its ID.
-    app.add_middleware(BodySizeLimit, limit_for=body_limit(settings))
+    app.add_middleware(
+        BodyGuard, limit_for=body_limit(settings), budget=budget, timeout=settings.body_timeout_seconds
+    )
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     app.add_middleware(KeyGuard, api_key=api_key, admin_key=admin_key)

@@ -38,14 +38,16 @@ def main() -> None:
     p.add_argument("model", type=Path)
     p.add_argument("images", type=Path)
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--backend", default="fastai")
     args = p.parse_args()
     blobs = [f.read_bytes() for f in sorted(args.images.iterdir())]
     result: dict[str, float] = {}
     if args.what == "limit":
-        from app.imaging import decode_image
-        from app.predictor import Predictor
+        from app.core.backends import open_backend, predict_images
+        from app.core.imaging import decode_image
+        from app.core.verify import verify_model_file
 
-        predictor = Predictor.load(args.model, "cpu")
+        backend = open_backend(verify_model_file(args.model), args.backend, "cpu")
         for bs in (1, 8, 32):
             cursor = 0
 
@@ -53,7 +55,7 @@ def main() -> None:
                 nonlocal cursor
                 chunk = [blobs[(cursor + i) % len(blobs)] for i in range(bs)]
                 cursor += bs
-                predictor.predict([decode_image(b, 10**8) for b in chunk])
+                predict_images(backend, [decode_image(b, 10**8) for b in chunk])
 
             ips, per_call = timed_loop(step, bs, args.seconds)
             result[f"ips_b{bs}"] = ips

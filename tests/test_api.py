@@ -196,3 +196,42 @@ def test_openapi_documents_routes_and_errors(client: TestClient) -> None:
     assert "/predict/batch" in spec["paths"]
     assert "/metadata" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "image/jpeg", "application/octet-stream"])
+def test_raw_image_body_answers_like_multipart(client: TestClient, content_type: str) -> None:
+    data = png("green", seed=5)
+    raw = client.post(
+        "/predict", content=data, headers={"Content-Type": content_type}
+    )  # the type is a hint only
+    form = client.post("/predict", files={"file": ("x.png", data, "image/png")})
+    assert raw.status_code == 200, raw.text
+    assert raw.json() == form.json()
+    assert raw.headers["x-model-name"] == "colors"
+
+
+def test_raw_body_errors(client: TestClient) -> None:
+    assert_error(client.post("/predict", content=b"hello", headers={"Content-Type": "text/plain"}), 415,
+                 "unsupported_media_type")  # fmt: skip
+    assert_error(client.post("/predict", content=b"not an image", headers={"Content-Type": "image/png"}), 415,
+                 "unsupported_media_type")  # fmt: skip
+    assert_error(
+        client.post("/predict", content=b"", headers={"Content-Type": "image/png"}), 422, "empty_file"
+    )
+    big = b"\x89PNG" + b"\0" * 210_000  # over MAX_UPLOAD_BYTES=200 kB, under the route's body limit
+    assert_error(
+        client.post("/predict", content=big, headers={"Content-Type": "image/png"}), 413, "file_too_large"
+    )
+    batch = client.post("/predict/batch", content=png(), headers={"Content-Type": "image/png"})
+    assert_error(batch, 415, "unsupported_media_type")  # a batch is a multipart form
+    assert "files" in batch.json()["detail"]
+
+
+def test_malformed_multipart_is_a_clear_400(client: TestClient) -> None:
+    no_boundary = client.post("/predict", content=b"x", headers={"Content-Type": "multipart/form-data"})
+    assert_error(no_boundary, 400, "bad_request")
+    assert "boundary" in no_boundary.json()["detail"]
+    broken = b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc\r\n--bXX'
+    r = client.post("/predict", content=broken, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code in (400, 422), r.text
+    assert r.json()["code"] in ("bad_request", "validation_error")

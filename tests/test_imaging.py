@@ -170,3 +170,74 @@ def test_decoder_never_lets_a_random_exception_out() -> None:
         with contextlib.suppress(CorruptImage, UnsupportedImage, TooManyPixels):
             assert decode_image(bytes(data), LIMIT).mode == "RGB"
     assert io  # keep the import used for readers who add stream-based cases
+
+
+PEAK_SCRIPT = r"""
+import io, sys, gc
+from PIL import Image
+from app.core.imaging import load_rgb, open_image, working_bytes
+
+def hwm():
+    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM'))
+
+data = sys.stdin.buffer.read()
+image = open_image(data, 10**9)
+estimate = working_bytes(image)
+gc.collect()
+before = hwm()
+rgb = load_rgb(image)
+print(estimate, hwm() - before)
+"""
+
+
+def big(mode: str, fmt: str, size: int = 3000, **kwargs: object) -> bytes:
+    color = {"RGB": (40, 60, 200), "RGBA": (40, 60, 200, 90), "LA": (90, 120), "L": 90, "I;16": 30000,
+             "CMYK": (10, 20, 30, 40), "P": 3}[mode]  # fmt: skip
+    return encode(Image.new(mode, (size, size), color), fmt, **kwargs)
+
+
+def rotated_jpeg(size: int = 3000) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(Image.new("RGB", (size, size), (40, 60, 200)), "JPEG", exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: big("RGB", "PNG"),
+        lambda: big("RGB", "JPEG"),
+        lambda: big("RGBA", "PNG"),
+        lambda: big("LA", "PNG"),
+        lambda: big("L", "PNG"),
+        lambda: big("I;16", "PNG"),
+        lambda: big("CMYK", "JPEG"),
+        lambda: big("P", "PNG", transparency=3),
+        lambda: big("P", "GIF"),
+        rotated_jpeg,
+    ],
+    ids=[
+        "rgb-png",
+        "rgb-jpeg",
+        "rgba",
+        "la",
+        "gray",
+        "gray16",
+        "cmyk",
+        "palette-transparent",
+        "gif",
+        "exif-rotated",
+    ],
+)
+def test_working_bytes_bounds_the_measured_peak(make) -> None:  # type: ignore[no-untyped-def]
+    """The memory budget charges `working_bytes` for a decode: it must not undercount (measured in a fresh
+    process, 9-megapixel images), nor be wildly above what decoding takes."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT], input=make(), capture_output=True, check=True
+    ).stdout.split()
+    estimate, peak = int(out[0]), int(out[1])
+    assert peak <= estimate * 1.05, (peak, estimate)
+    assert estimate <= max(peak, 9_000_000 * 4) * 2.5, (peak, estimate)

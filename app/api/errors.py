@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
 from app.api import request_id as request_ids
@@ -20,12 +21,15 @@ logger = logging.getLogger("learnserve")
 # code -> (status, headers). Every code a client can receive is here; a code missing from the table is a bug.
 ERRORS: dict[str, tuple[int, dict[str, str] | None]] = {
     "bad_request": (400, None),
+    "client_disconnected": (400, None),
     "model_required": (400, None),
     "invalid_inference_request": (400, None),
     "unauthorized": (401, {"WWW-Authenticate": "Bearer"}),
     "model_not_found": (404, None),
     "file_too_large": (413, None),
     "request_too_large": (413, None),
+    "over_memory_budget": (413, None),
+    "request_timeout": (408, None),
     "too_many_pixels": (413, None),
     "too_many_files": (413, None),
     "unsupported_media_type": (415, None),
@@ -74,6 +78,11 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_json(request.url.path, exc.status_code, code, detail, dict(exc.headers or {}))
 
 
+async def client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    """The client went away while its body was being read: nobody is listening, nothing to log."""
+    return error_json(request.url.path, 400, "client_disconnected", "The client closed the connection.")
+
+
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # Runs outside the middleware (Starlette's outermost layer), so bring the request ID back for this line.
     request_id = request_ids.of(request)
@@ -119,7 +128,7 @@ async def send_error(
     send: Send, path: str, status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> None:
     """Answer from ASGI middleware, before the app has run (body limits, keys): same shapes as the handlers."""
-    body = json.dumps(error_body(path, code, detail)).encode()
+    body = json.dumps(error_body(path, code, detail), separators=(",", ":")).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -137,4 +146,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CoreError, core_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(Exception, unexpected_error)

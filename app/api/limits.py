@@ -1,61 +1,115 @@
-"""Request-body limits enforced while the body streams in, with or without a Content-Length header.
+"""Request bodies, guarded while they stream in (with or without a Content-Length header): a size limit per path,
+a deadline for the whole body to arrive, and the process's memory budget.
 
-FastAPI parses a multipart upload completely before the route runs, so a size check in the route comes too
-late to protect memory and disk. This ASGI middleware counts bytes as they arrive and answers 413 the moment a
-body passes its route's limit.
+FastAPI parses an upload completely before the route runs, so checks in the route come too late to protect memory
+and disk. This ASGI middleware charges the body's bytes to the memory budget as they arrive (all of them at once
+when Content-Length declares them) and releases them when the request is answered, so bodies held in memory by all
+requests together never pass the budget: past it, a request waits briefly, then gets 503. A body over its route's
+limit gets 413, one that does not arrive within BODY_TIMEOUT_SECONDS gets 408, and the connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import send_error
+from app.api.errors import ERRORS, send_error
+from app.core.budget import MemoryBudget
+from app.core.errors import CoreError, Overloaded
+
+CLOSE = {"Connection": "close"}
 
 
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+class BodyGuard:
+    def __init__(
+        self, app: ASGIApp, limit_for: Callable[[str], int], budget: MemoryBudget, timeout: float
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.budget = budget
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(send, scope["path"], limit)
+        path: str = scope["path"]
+        limit = self.limit_for(path)
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        if length is not None and length > limit:
+            await _too_large(send, path, limit)
             return
+        held = 0
+        if length:
+            try:
+                await self.budget.acquire(length, "this request's body")
+            except CoreError as e:
+                await _refuse(send, path, e)
+                return
+            held = length
         received = 0
-        exceeded = False
+        failure: tuple[int, str, str, dict[str, str] | None] | None = None
         started = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
 
-        async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            if exceeded:
+        body_done = False
+
+        async def guarded_receive() -> Message:
+            nonlocal received, held, failure, body_done
+            if failure:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:  # e.g. listening for a disconnect while answering: no deadline then
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                detail = f"The request body did not arrive within {self.timeout:g} seconds."
+                failure = (408, "request_timeout", detail, CLOSE)
+                return {"type": "http.disconnect"}  # the app stops reading; the client gets our answer
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > limit:
-                    exceeded = True  # the app sees a disconnect and stops parsing
+                    detail = f"The request body is larger than the limit of {limit:,} bytes."
+                    failure = (413, "request_too_large", detail, CLOSE)
                     return {"type": "http.disconnect"}
+                if received > held:  # no Content-Length, or more than it said: charge as it comes
+                    try:
+                        await self.budget.acquire(received - held, "this request's body")
+                    except Overloaded as e:
+                        failure = (503, e.code, e.detail, {"Retry-After": "1", **CLOSE})
+                        return {"type": "http.disconnect"}
+                    held = received
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded and not started:
-                return  # whatever the app answers to the "disconnect", the client gets our 413
+            if failure and not started:
+                return  # whatever the app answers to the "disconnect", the client gets our answer
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
-        if exceeded and not started:
-            await self._reject(send, scope["path"], limit)
+        try:
+            try:
+                await self.app(scope, guarded_receive, guarded_send)
+            except Exception:
+                if not failure or started:
+                    raise  # a real error; a cut-off body merely broke the app's reading of it
+            if failure and not started:
+                await send_error(send, path, *failure)
+        finally:
+            self.budget.release(held)
 
-    @staticmethod
-    async def _reject(send: Send, path: str, limit: int) -> None:
-        detail = f"The request body is larger than the limit of {limit:,} bytes."
-        await send_error(send, path, 413, "request_too_large", detail, {"Connection": "close"})
+
+async def _too_large(send: Send, path: str, limit: int) -> None:
+    detail = f"The request body is larger than the limit of {limit:,} bytes."
+    await send_error(send, path, 413, "request_too_large", detail, CLOSE)
+
+
+async def _refuse(send: Send, path: str, error: CoreError) -> None:
+    status, headers = ERRORS[error.code]
+    await send_error(send, path, status, error.code, error.detail, {**(headers or {}), **CLOSE})

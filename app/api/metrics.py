@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.prediction import Prediction
 
 if TYPE_CHECKING:
+    from app.core.budget import MemoryBudget
     from app.core.repository import ModelRepository
     from app.core.unit import ModelUnit
 
@@ -68,6 +69,24 @@ class QueueDepth(Collector):
         yield family
 
 
+class BudgetInUse(Collector):
+    """learnserve_memory_budget_bytes{kind="in_use|peak|limit"}: the memory budget, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.budget: MemoryBudget | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "learnserve_memory_budget_bytes",
+            "Bytes requests hold (bodies, images being decoded, inputs waiting): in use now, peak, and the limit",
+            labels=["kind"],
+        )
+        if self.budget:
+            for kind in ("in_use", "peak", "limit"):
+                family.add_metric([kind], getattr(self.budget, kind))
+        yield family
+
+
 class Metrics:
     """Every metric /metrics exposes; the names and HELP texts are the documentation (README: Metrics)."""
 
@@ -95,6 +114,8 @@ class Metrics:
         )  # fmt: skip
         self.queue_depth = QueueDepth()
         r.register(self.queue_depth)
+        self.budget = BudgetInUse()
+        r.register(self.budget)
         self.model_load_seconds = Gauge(
             "learnserve_model_load_seconds", "Seconds to verify, load and warm the model's current version",
             ["model"], registry=r,
@@ -112,6 +133,9 @@ class Metrics:
 
     def watch(self, repository: ModelRepository) -> None:
         self.queue_depth.repository = repository
+
+    def watch_budget(self, budget: MemoryBudget) -> None:
+        self.budget.budget = budget
 
     # -- the core's Observer ----------------------------------------------------------------------------
     def batch_done(self, model: str, size: int, seconds: float) -> None:

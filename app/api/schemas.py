@@ -127,9 +127,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "several models are served and none is the default (code model_required)",
         401: "missing or wrong API key",
         404: "no such model (code model_not_found)",
-        413: "file too large, too many pixels, or too many files",
-        415: "not a JPEG, PNG, WebP, GIF or BMP image",
+        408: "the request body did not arrive within BODY_TIMEOUT_SECONDS (code request_timeout)",
+        413: "file or request too large, too many pixels, too many files, or more memory at once than the "
+        "server's budget (code over_memory_budget)",
+        415: "not a JPEG, PNG, WebP, GIF or BMP image, or a request Content-Type that carries none",
         422: "empty, truncated or corrupt image, or a missing/misnamed field",
-        503: "overloaded (see Retry-After) or not ready",
+        503: "overloaded: too many images waiting or the memory budget full (see Retry-After); or not ready",
     }
     return {s: {"model": ErrorResponse, "description": described[s]} for s in statuses}

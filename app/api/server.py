@@ -13,6 +13,7 @@ import uvicorn
 
 from app.api.deps import ServerState
 from app.api.logs import log_config
+from app.api.protocol import with_header_timeout
 from app.config import Settings
 from app.main import create_app
 
@@ -41,6 +42,9 @@ def serve(settings: Settings, host: str, port: int) -> int:
         log_config=log_config(settings.log_level, settings.log_format),
         timeout_graceful_shutdown=settings.drain_seconds,  # type: ignore[arg-type]  # a float works; 0: no wait
         lifespan="on",
+        http=with_header_timeout(settings.header_timeout_seconds),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
     )
     server = DrainingServer(config, state)
     server.run()

@@ -1,24 +1,116 @@
-"""Reading what a client uploaded: bounded reads of multipart files, and client filenames made safe to echo."""
+"""Reading what a client uploaded, straight from the request body (bounded and charged to the memory budget by
+BodyGuard before it gets here): a multipart form (python-multipart's parser over the whole body, no temporary
+files) or the raw image bytes with an `image/*` Content-Type. Client filenames are made safe to echo."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
-from fastapi import UploadFile
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.core.errors import FileTooLarge
+from app.core.errors import CoreError, FileTooLarge, UnsupportedImage
 from app.core.prediction import ItemError
 
+RAW_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/octet-stream")
+MAX_PARTS = 1000  # a form is refused past this many parts, whatever their names
 
-async def read_upload(upload: UploadFile, limit: int) -> bytes | ItemError:
-    """The file's bytes, or an ItemError when it is over `limit` (the other files of a batch go on)."""
-    if upload.size is not None and upload.size > limit:
-        return ItemError.of(FileTooLarge(f"The file is {upload.size:,} bytes; the limit is {limit:,} bytes."))
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        return ItemError.of(FileTooLarge(f"The file is larger than the limit of {limit:,} bytes."))
+
+class MalformedForm(CoreError):
+    code = "bad_request"
+
+
+class MissingField(CoreError):
+    code = "validation_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    filename: str  # made safe to echo
+    data: bytes | ItemError  # the file, or why it cannot be read (too large)
+
+
+def read_uploads(
+    content_type: str, body: bytes, field: str, max_bytes: int, raw: bool = True
+) -> list[Upload]:
+    """The files a request carries in `field` (multipart), or its body as one file (image/*, when `raw`)."""
+    media, options = parse_options_header(content_type.encode("latin-1"))
+    if media == b"multipart/form-data":
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise MalformedForm("The multipart/form-data request has no boundary in its Content-Type.")
+        files = [
+            (filename, data) for name, filename, data in parse_multipart(body, boundary) if name == field
+        ]
+        if not files:
+            raise MissingField(
+                f"missing form field '{field}': send the image as multipart/form-data in field '{field}'"
+            )
+    elif raw and media.decode("latin-1") in RAW_TYPES:
+        files = [("upload", body)]
+    elif not body or media == b"application/x-www-form-urlencoded":  # nothing sent, or a form without files
+        raise MissingField(
+            f"missing form field '{field}': send the image as multipart/form-data in field '{field}'"
+        )
+    else:
+        shown = media.decode("latin-1") or "none"
+        raw_hint = (
+            ", or the image bytes with Content-Type image/jpeg, image/png, image/webp, image/gif or image/bmp"
+        )
+        raise UnsupportedImage(
+            f"Content-Type {shown} is not accepted: send multipart/form-data with the images in field "
+            f"'{field}'{raw_hint if raw else ''}."
+        )
+    return [Upload(safe_filename(name), _bounded(data, max_bytes)) for name, data in files]
+
+
+def _bounded(data: bytes, max_bytes: int) -> bytes | ItemError:
+    if len(data) > max_bytes:
+        return ItemError.of(
+            FileTooLarge(f"The file is {len(data):,} bytes; the limit is {max_bytes:,} bytes.")
+        )
     return data
+
+
+def parse_multipart(body: bytes, boundary: bytes) -> list[tuple[str, str, bytes]]:
+    """(field name, filename, data) of every part, in order. Raises MalformedForm on a broken form."""
+    parts: list[tuple[str, str, bytes]] = []
+    headers: list[list[bytes]] = []
+    chunks: list[bytes] = []
+
+    def on_part_begin() -> None:
+        if len(parts) >= MAX_PARTS:
+            raise MalformedForm(f"The form has more than {MAX_PARTS} parts.")
+        headers.clear()
+        chunks.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        headers.append([data[start:end].lower(), b""])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        headers[-1][1] += data[start:end]
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        chunks.append(data[start:end])
+
+    def on_part_end() -> None:
+        disposition = next((v for k, v in headers if k == b"content-disposition"), b"")
+        _, options = parse_options_header(disposition)
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename", b"").decode("utf-8", "replace")
+        parts.append((name, filename, chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+
+    callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
+                 "on_header_value": on_header_value, "on_part_data": on_part_data, "on_part_end": on_part_end}  # fmt: skip
+    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as e:
+        raise MalformedForm(f"The multipart/form-data body is malformed ({e}).") from None
+    return parts
 
 
 _UNSAFE = re.compile(r"[^\w.\- ()\[\]+,@=]")

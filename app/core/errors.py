@@ -53,6 +53,12 @@ class Overloaded(CoreError):
     code = "overloaded"
 
 
+class OverBudget(CoreError):
+    """One image or request needs more memory at once than the whole budget: it can never be served as sent."""
+
+    code = "over_memory_budget"
+
+
 class NotReady(CoreError):
     """Starting up, reloading away, or shutting down."""
 

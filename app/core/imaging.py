@@ -49,6 +49,12 @@ def sniff_unsupported(data: bytes) -> str | None:
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Bytes in, a safe RGB image out (`open_image`, then `load_rgb`)."""
+    return load_rgb(open_image(data, max_pixels))
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Read and check the header only: format by content, size against `max_pixels`. No pixel is decoded yet."""
     if not data:
         raise EmptyFile("The uploaded file is empty.")
     if kind := sniff_unsupported(data):
@@ -66,27 +72,78 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise TooManyPixels(
             f"The image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}."
         )
+    return image
+
+
+def load_rgb(image: Image.Image) -> Image.Image:
+    """Decode an opened image (first frame only, for animations) and normalise it to RGB."""
     try:
-        image.load()  # first frame only, for animations
-        return to_rgb(ImageOps.exif_transpose(image) or image)
+        image.load()
+        if _orientation(image) not in (0, 1):  # rotated by EXIF: a turned copy (exif_transpose copies anyway)
+            image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
     except Exception as e:  # truncated data, bad chunks, broken EXIF: a client's file, never a server error
         raise CorruptImage(f"The image data is truncated or corrupt ({type(e).__name__}: {e}).") from None
+
+
+# Bytes per pixel of PIL's own buffer for each mode (multi-band modes use 4 bytes per pixel).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def working_bytes(image: Image.Image) -> int:
+    """An upper bound of the memory `load_rgb` holds at once for this opened image, from its header alone: the
+    decoded buffer, a rotated copy when EXIF says so, the conversions to RGB and the compositing strips
+    (tests/test_imaging.py checks it against the measured peak for each kind of image)."""
+    width, height = image.size
+    source = _MODE_BYTES.get(image.mode, 4)
+    rotated = 2 if _orientation(image) not in (0, 1) else 1
+    strips = 0
+    if image.mode in _HIGH_DEPTH_MODES:
+        extra = 1 + 4  # 8-bit gray, then RGB
+        strips = width * COMPOSITE_ROWS * 8 * 2  # float64 rows and their rounding
+    elif image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+        extra = (0 if image.mode == "RGBA" else 4) + 4  # RGBA, then the RGB result
+        strips = width * COMPOSITE_ROWS * 4 * 4  # crop, white, composite, RGB strip
+    else:
+        extra = 0 if image.mode == "RGB" else 4
+    return width * height * (source * rotated + extra) + strips
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # an unreadable EXIF block is load_rgb's to report
+        return 1
+
+
+COMPOSITE_ROWS = 256  # transparency is composited in strips: no full-size RGBA copies
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in _HIGH_DEPTH_MODES:
         image = _to_8bit_gray(image)
     if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE), rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        out = Image.new("RGB", rgba.size)
+        width, height = rgba.size
+        for top in range(0, height, COMPOSITE_ROWS):
+            strip = rgba.crop((0, top, width, min(height, top + COMPOSITE_ROWS)))
+            white = Image.new("RGBA", strip.size, WHITE)
+            out.paste(Image.alpha_composite(white, strip).convert("RGB"), (0, top))
+        return out
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _to_8bit_gray(image: Image.Image) -> Image.Image:
-    """16-bit and 32-bit grayscale: scale the full range to 0..255 (PIL's own convert would clip)."""
-    pixels = np.asarray(image, dtype=np.float64)
+    """16-bit and 32-bit grayscale: scale the full range to 0..255 (PIL's own convert would clip), in strips of
+    rows so that no full-size float copy is made."""
+    pixels = np.asarray(image)
     if image.mode == "F":
         scale = 255.0 if pixels.max(initial=0) <= 1.0 else 1.0
     else:
         scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 1.0
-    return Image.fromarray(np.clip(pixels * scale + 0.5, 0, 255).astype(np.uint8))
+    out = np.empty(pixels.shape, dtype=np.uint8)
+    for top in range(0, pixels.shape[0], COMPOSITE_ROWS):
+        rows = pixels[top : top + COMPOSITE_ROWS].astype(np.float64)
+        out[top : top + COMPOSITE_ROWS] = np.clip(rows * scale + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(out)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.core.backends import open_backend
+from app.core.budget import MemoryBudget
 from app.core.errors import ModelLoadError, ModelNotFound, ModelRequired, NotReady
 from app.core.observer import Observer
 from app.core.unit import ModelUnit, UnitLimits
@@ -50,8 +51,11 @@ def signature(pkl: Path) -> Signature | None:
 
 
 class ModelRepository:
-    def __init__(self, settings: Settings, observer: Observer | None = None):
+    def __init__(
+        self, settings: Settings, observer: Observer | None = None, budget: MemoryBudget | None = None
+    ) -> None:
         self.settings = settings
+        self.budget = budget or MemoryBudget(settings.max_inflight_bytes, settings.memory_wait_seconds)
         self.folder, self.only = settings.model_source()
         # The one thread that runs every model's forward pass and warm-up. Each thread that calls into torch gets
         # its own OpenMP team, and idle teams slow the busy one (measured: resnet18 at 64 px, 10.5 ms per image
@@ -193,7 +197,7 @@ class ModelRepository:
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
         )
-        unit = ModelUnit(name, file, backend, limits, self.model_thread, self.observer,
+        unit = ModelUnit(name, file, backend, limits, self.model_thread, self.budget, self.observer,
                          load_seconds=time.perf_counter() - started)  # fmt: skip
         unit.start()
         return unit

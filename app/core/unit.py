@@ -19,16 +19,20 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
+
 from app.core.backends import Backend
 from app.core.batcher import Batcher
-from app.core.errors import CoreError, NotReady
-from app.core.imaging import decode_image
+from app.core.budget import MemoryBudget
+from app.core.errors import CoreError, NotReady, OverBudget
+from app.core.imaging import load_rgb, open_image, working_bytes
 from app.core.observer import Observer
 from app.core.prediction import ItemError, Outcome
 from app.core.verify import VerifiedFile
 from training.manifest import Manifest
 
 Item = bytes | ItemError
+INLINE_BYTES = 64 * 1024  # decode on the event loop below this working set (a 128x128 RGB image)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +51,13 @@ class ModelUnit:
         backend: Backend,
         limits: UnitLimits,
         model_thread: Executor,
+        budget: MemoryBudget,
         observer: Observer | None = None,
         load_seconds: float = 0.0,
     ) -> None:
         self.name = name
+        self.budget = budget
+        self.input_bytes = 3 * backend.input_size * backend.input_size  # a uint8 RGB input at model size
         self.file = file
         self.backend = backend
         self.limits = limits
@@ -92,10 +99,14 @@ class ModelUnit:
             raise NotReady(f"Model {self.name!r} is not accepting work (starting up or shutting down).")
         self._active += 1
         self._idle.clear()
+        held = 0  # the model-sized inputs of this request, charged until their batch is done
         try:
-            loop = asyncio.get_running_loop()
             with self.batcher.expecting(len(items)):
-                prepared = await loop.run_in_executor(None, self._prepare_all, items)
+                prepared: list[Any] = []
+                for item in items:  # one at a time: a request never decodes two images at once
+                    outcome, cost = await self._prepare(item)
+                    prepared.append(outcome)
+                    held += cost
             inputs = [p for p in prepared if not isinstance(p, ItemError)]
             predictions = await self.batcher.submit(inputs) if inputs else []
             if self.observer and predictions:
@@ -103,22 +114,45 @@ class ModelUnit:
             answers = iter(predictions)
             return [p if isinstance(p, ItemError) else next(answers) for p in prepared]
         finally:
+            self.budget.release(held)
             self._active -= 1
             if not self._active:
                 self._idle.set()
 
-    def _prepare_all(self, items: Sequence[Item]) -> list[Any]:
-        """Decode and transform one request's items, one after another (a thread-pool thread)."""
-        return [self._prepare(item) for item in items]
-
-    def _prepare(self, item: Item) -> Any:
+    async def _prepare(self, item: Item) -> tuple[Any, int]:
+        """Decode one item and run the item transforms, charged to the memory budget: its decoding working set
+        while decoding, then its model-sized input (the returned cost, still held) until the batch is done."""
         if isinstance(item, ItemError):
-            return item
+            return item, 0
         try:
-            image = decode_image(item, self.limits.max_pixels)
+            image = open_image(item, self.limits.max_pixels)  # the header only: cheap, on the event loop
+        except CoreError as e:
+            return ItemError.of(e), 0
+        keep = self.input_bytes
+        charge = max(working_bytes(image), keep)
+        try:
+            await self.budget.acquire(charge, "this image")
+        except OverBudget as e:
+            return ItemError.of(e), 0
+        try:
+            if charge <= INLINE_BYTES:  # a small image: decoding it costs less than a hop to a thread
+                outcome = self._load(image)
+            else:
+                outcome = await asyncio.get_running_loop().run_in_executor(None, self._load, image)
+        except BaseException:
+            self.budget.release(charge)
+            raise
+        if isinstance(outcome, ItemError):
+            self.budget.release(charge)
+            return outcome, 0
+        self.budget.release(charge - keep)
+        return outcome, keep
+
+    def _load(self, image: Image.Image) -> Any:
+        try:
+            return self.backend.prepare(load_rgb(image))
         except CoreError as e:
             return ItemError.of(e)
-        return self.backend.prepare(image)
 
     def _batch_done(self, size: int, seconds: float) -> None:
         if self.observer:

@@ -1,31 +1,27 @@
 """Classify uploads: POST /predict and /predict/batch (the default model) and the same under /models/{name}.
 
-upload -> bounded read -> the model's unit (decode, item transforms, batcher) -> JSON, with X-Model-Name and
-X-Model-Version on every answer that a model gave.
+body (bounded, charged to the memory budget, key checked: app/api middleware) -> the files in it
+(app/api/uploads.py) -> the model's unit (decode, item transforms, batcher) -> JSON, with X-Model-Name and
+X-Model-Version on every answer a model gave. The handlers read the body themselves: FastAPI's form parsing
+(temporary files, UploadFile objects, validation) cost more than the model on small models. The request bodies
+are described in OpenAPI by hand (`*_BODY`), so Swagger still offers a file picker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Path, Query, UploadFile
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RepositoryDep, SettingsDep
 from app.api.errors import ERRORS
-from app.api.schemas import (
-    BatchError,
-    BatchPrediction,
-    BatchResponse,
-    ErrorBody,
-    PredictionResponse,
-    error_responses,
-    render,
-)
-from app.api.uploads import read_upload, safe_filename
+from app.api.schemas import BatchResponse, PredictionResponse, error_responses
+from app.api.uploads import RAW_TYPES, Upload, read_uploads
 from app.config import Settings
 from app.core.errors import TooManyFiles
-from app.core.prediction import ItemError
+from app.core.prediction import ItemError, Prediction
 from app.core.repository import ModelRepository
 from app.core.unit import ModelUnit
 
@@ -36,16 +32,51 @@ TopK = Annotated[
     Query(ge=1, le=1000, description="how many classes to list in `top` (default: the server's TOP_K)"),
 ]
 ModelName = Annotated[str, Path(description="a model's name, as listed by GET /models")]
-ImageFile = Annotated[UploadFile, File(description="a JPEG, PNG, WebP, GIF or BMP image")]
-ImageFiles = Annotated[list[UploadFile], File(description="images, repeated field `files`")]
 
+FILE = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+SINGLE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {**FILE, "description": "a JPEG, PNG, WebP, GIF or BMP image"}},
+                "required": ["file"],
+            }
+        },
+        **{t: {"schema": {**FILE, "description": "the image file itself"}} for t in RAW_TYPES},
+    },
+}
+BATCH_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": FILE,
+                        "minItems": 1,
+                        "description": "images, field repeated",
+                    }
+                },
+                "required": ["files"],
+            }
+        }
+    },
+}
 SINGLE: dict[str, Any] = {
     "response_model": PredictionResponse,
-    "responses": error_responses(400, 404, 413, 415, 422, 503),
+    "responses": error_responses(400, 404, 408, 413, 415, 422, 503),
+    "openapi_extra": {"requestBody": SINGLE_BODY},
+    "description": "Send the image as multipart/form-data in field `file`, or as the request body itself with "
+    "its Content-Type (`curl --data-binary @x.png -H 'Content-Type: image/png'`).",
 }
 BATCH: dict[str, Any] = {
     "response_model": BatchResponse,
-    "responses": error_responses(400, 404, 413, 422, 503),
+    "responses": error_responses(400, 404, 408, 413, 415, 422, 503),
+    "openapi_extra": {"requestBody": BATCH_BODY},
     "description": "Each file gets its own answer, in upload order: a prediction, or an error that does not "
     "affect the other files.",
 }
@@ -59,70 +90,75 @@ def resolve(repository: ModelRepository, name: str | None) -> ModelUnit:
     return repository.get(name) if name is not None else repository.default()
 
 
+def answer(prediction: Prediction, classes: Sequence[str], k: int) -> dict[str, Any]:
+    """The JSON of one prediction (PredictionResponse's shape, built without a model object on the hot path)."""
+    top = [{"label": c, "probability": p} for c, p in prediction.top(classes, k)]
+    return {"label": prediction.label, "probability": prediction.probability, "top": top}
+
+
+async def uploads_of(request: Request, field: str, settings: Settings, raw: bool) -> list[Upload]:
+    body = await request.body()
+    return read_uploads(request.headers.get("content-type", ""), body, field, settings.max_upload_bytes, raw)
+
+
 async def predict_one(
-    repository: ModelRepository, name: str | None, file: UploadFile, settings: Settings, top_k: int | None
+    request: Request, repository: ModelRepository, name: str | None, settings: Settings, top_k: int | None
 ) -> JSONResponse:
-    resolve(repository, name)  # an unknown model is a 404 before anything is read
-    item = await read_upload(file, settings.max_upload_bytes)
+    resolve(repository, name)  # an unknown model is a 404 before the body is read
+    [upload] = (await uploads_of(request, "file", settings, raw=True))[:1]
     unit = resolve(repository, name)  # again, after the await: requests start on the current version
-    [outcome] = await unit.classify([item])
+    [outcome] = await unit.classify([upload.data])
     headers = model_headers(unit)
     if isinstance(outcome, ItemError):
         status, extra = ERRORS[outcome.code]
         return JSONResponse(
             {"detail": outcome.detail, "code": outcome.code}, status, {**headers, **(extra or {})}
         )
-    answer = render(outcome, unit.classes, top_k or settings.top_k)
-    return JSONResponse(answer.model_dump(), headers=headers)
+    return JSONResponse(answer(outcome, unit.classes, top_k or settings.top_k), headers=headers)
 
 
 async def predict_many(
-    repository: ModelRepository,
-    name: str | None,
-    files: list[UploadFile],
-    settings: Settings,
-    top_k: int | None,
+    request: Request, repository: ModelRepository, name: str | None, settings: Settings, top_k: int | None
 ) -> JSONResponse:
     resolve(repository, name)
-    if len(files) > settings.max_files:
-        raise TooManyFiles(f"{len(files)} files sent; the limit is {settings.max_files} per request.")
-    names = [safe_filename(f.filename) for f in files]
-    items = [await read_upload(f, settings.max_upload_bytes) for f in files]
+    uploads = await uploads_of(request, "files", settings, raw=False)
+    if len(uploads) > settings.max_files:
+        raise TooManyFiles(f"{len(uploads)} files sent; the limit is {settings.max_files} per request.")
     unit = resolve(repository, name)
-    outcomes = await unit.classify(items)
+    outcomes = await unit.classify([u.data for u in uploads])
     k = top_k or settings.top_k
-    results: list[BatchPrediction | BatchError] = [
-        BatchError(filename=n, error=ErrorBody(code=o.code, detail=o.detail))
+    results = [
+        {"filename": u.filename, "error": {"code": o.code, "detail": o.detail}}
         if isinstance(o, ItemError)
-        else BatchPrediction(filename=n, **render(o, unit.classes, k).model_dump())
-        for n, o in zip(names, outcomes, strict=True)
+        else {"filename": u.filename, **answer(o, unit.classes, k)}
+        for u, o in zip(uploads, outcomes, strict=True)
     ]
-    return JSONResponse(BatchResponse(results=results).model_dump(), headers=model_headers(unit))
+    return JSONResponse({"results": results}, headers=model_headers(unit))
 
 
 @router.post("/predict", summary="Classify one image with the default model", **SINGLE)
 async def predict(
-    file: ImageFile, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
+    request: Request, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
 ) -> JSONResponse:
-    return await predict_one(repository, None, file, settings, top_k)
+    return await predict_one(request, repository, None, settings, top_k)
 
 
 @router.post("/predict/batch", summary="Classify several images with the default model", **BATCH)
 async def predict_batch(
-    files: ImageFiles, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
+    request: Request, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
 ) -> JSONResponse:
-    return await predict_many(repository, None, files, settings, top_k)
+    return await predict_many(request, repository, None, settings, top_k)
 
 
 @router.post("/models/{name}/predict", summary="Classify one image with the named model", **SINGLE)
 async def predict_with(
-    name: ModelName, file: ImageFile, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
+    name: ModelName, request: Request, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
 ) -> JSONResponse:
-    return await predict_one(repository, name, file, settings, top_k)
+    return await predict_one(request, repository, name, settings, top_k)
 
 
 @router.post("/models/{name}/predict/batch", summary="Classify several images with the named model", **BATCH)
 async def predict_batch_with(
-    name: ModelName, files: ImageFiles, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
+    name: ModelName, request: Request, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
 ) -> JSONResponse:
-    return await predict_many(repository, name, files, settings, top_k)
+    return await predict_many(request, repository, name, settings, top_k)
