@@ -41,9 +41,15 @@ def read_uploads(
         boundary = options.get(b"boundary")
         if not boundary:
             raise MalformedForm("The multipart/form-data request has no boundary in its Content-Type.")
-        files = [
+        parts = [
             (filename, data) for name, filename, data in parse_multipart(body, boundary) if name == field
         ]
+        if any(filename is None for filename, _ in parts):
+            raise MissingField(
+                f"form field '{field}' must carry files (parts with a filename), not text: "
+                f"e.g. curl -F {field}=@photo.jpg"
+            )
+        files = [(filename or "", data) for filename, data in parts]
         if not files:
             raise MissingField(
                 f"missing form field '{field}': send the image as multipart/form-data in field '{field}'"
@@ -74,9 +80,10 @@ def _bounded(data: bytes, max_bytes: int) -> bytes | ItemError:
     return data
 
 
-def parse_multipart(body: bytes, boundary: bytes) -> list[tuple[str, str, bytes]]:
-    """(field name, filename, data) of every part, in order. Raises MalformedForm on a broken form."""
-    parts: list[tuple[str, str, bytes]] = []
+def parse_multipart(body: bytes, boundary: bytes) -> list[tuple[str, str | None, bytes]]:
+    """(field name, filename or None for a text field, data) of every part, in order. Raises MalformedForm on a
+    broken form."""
+    parts: list[tuple[str, str | None, bytes]] = []
     headers: list[list[bytes]] = []
     chunks: list[bytes] = []
 
@@ -99,7 +106,8 @@ def parse_multipart(body: bytes, boundary: bytes) -> list[tuple[str, str, bytes]
         disposition = next((v for k, v in headers if k == b"content-disposition"), b"")
         _, options = parse_options_header(disposition)
         name = options.get(b"name", b"").decode("utf-8", "replace")
-        filename = options.get(b"filename", b"").decode("utf-8", "replace")
+        raw_name = options.get(b"filename")
+        filename = raw_name.decode("utf-8", "replace") if raw_name is not None else None
         parts.append((name, filename, chunks[0] if len(chunks) == 1 else b"".join(chunks)))
 
     callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
