@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--model-dir", type=Path, default=None, help="serve every model in this folder (LEARNSERVE_MODEL_DIR)"
     )
+    p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
 
     p = sub.add_parser("predict", help="classify image files or folders and print a table, CSV or JSON")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
@@ -50,13 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default=None, help="default: LEARNSERVE_DEVICE"
     )
+    p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
     return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     for flag, field in (("model", "model_path"), ("model_dir", "model_dir"), ("device", "device"),
-                        ("batch_size", "max_batch_size")):  # fmt: skip
+                        ("batch_size", "max_batch_size"), ("backend", "backend")):  # fmt: skip
         if getattr(args, flag, None) is not None:
             overrides[field] = getattr(args, flag)
     return Settings(**overrides)

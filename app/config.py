@@ -41,7 +41,16 @@ class Settings(BaseSettings):
         description="enables POST /admin/reload for callers that send it (`Authorization: Bearer KEY` or "
         "`X-API-Key: KEY`); separate from API_KEY. Unset: the admin routes do not exist",
     )
-    backend: Literal["fastai"] = Field("fastai", description="the runtime that runs the models: fastai")
+    backend: Literal["fastai", "onnx"] = Field(
+        "fastai",
+        description="the runtime that runs the models: fastai (NAME.pkl) or onnx (NAME.onnx, ONNX Runtime, "
+        "without fastai or torch)",
+    )
+    model_backends: Annotated[dict[str, Literal["fastai", "onnx"]], NoDecode] = Field(
+        default_factory=dict,
+        description="per-model exceptions to BACKEND, e.g. `digits=onnx,pets=fastai` (in a repository where "
+        "both files exist)",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images in one forward pass")
     max_batch_pixels: int = Field(
@@ -113,6 +122,18 @@ class Settings(BaseSettings):
     def _empty_key_is_no_key(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("model_backends", mode="before")
+    @classmethod
+    def _split_backends(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: name=backend,name=backend (or a JSON object)
+            if value.lstrip().startswith("{"):
+                return json.loads(value)
+            pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"MODEL_BACKENDS must look like name=onnx,other=fastai, not {value!r}")
+            return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -144,6 +165,9 @@ class Settings(BaseSettings):
         if self.model_dir is not None and self.model_sha256:
             raise ValueError("LEARNSERVE_MODEL_SHA256 pins one file: use it with LEARNSERVE_MODEL_PATH")
         return self
+
+    def backend_for(self, model: str) -> Literal["fastai", "onnx"]:
+        return self.model_backends.get(model, self.backend)
 
     def model_source(self) -> tuple[Path, Path | None]:
         """(the repository folder, the one file to serve from it or None for every model in it)."""

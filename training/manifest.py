@@ -23,10 +23,46 @@ class Normalization(BaseModel):
 
 
 class Preprocessing(BaseModel):
+    """The learner's validation pipeline, complete enough to reproduce it without fastai (app/core/preprocess.py):
+    decode to RGB, fastai's Resize (crop or pad centred, then resize), HWC -> CHW, divide by 255, normalise."""
+
     resize_method: str = Field(description="fastai Resize method: squish, crop or pad")
     size: int = Field(description="square input size in pixels")
     normalize: Normalization | None = Field(description="per-channel stats applied after scaling to 0..1")
     augment: bool = Field(description="training-time augmentation (skipped at inference)")
+    resample: str = Field(
+        "bilinear", description="PIL resampling of the resize: bilinear, nearest, bicubic, ..."
+    )
+    pad_mode: str = Field(
+        "reflection", description="fastai pad mode (Resize method pad): reflection, zeros, border"
+    )
+    scale: float = Field(255.0, description="the 0..255 pixels are divided by this (IntToFloatTensor)")
+    channels: str = Field("RGB", description="channel order of the model's input")
+    layout: str = Field("NCHW", description="tensor layout of the model's input")
+
+
+class TensorSpec(BaseModel):
+    name: str
+    shape: list[int] = Field(description="-1 marks the dynamic batch axis")
+    dtype: str
+
+
+class OnnxExport(BaseModel):
+    """`python -m training export-onnx`: learn.model with its softmax, for ONNX Runtime without fastai or torch."""
+
+    file: str = Field(description="the .onnx file's name, beside this manifest")
+    sha256: str
+    opset: int
+    input: TensorSpec = Field(description="the preprocessed batch: float32 [N, 3, size, size]")
+    output: TensorSpec = Field(description="class probabilities (the activation is inside the graph)")
+    activation: str = Field("softmax", description="applied inside the graph to learn.model's output")
+    max_abs_diff: float = Field(
+        description="largest |probability difference| to learn.model measured at export"
+    )
+    quantized: bool = Field(False, description="int8 weights (static quantisation)")
+    accuracy: float | None = Field(
+        None, description="validation accuracy of the exported graph, when measured"
+    )
 
 
 class Metrics(BaseModel):
@@ -56,6 +92,7 @@ class Manifest(BaseModel):
     hyperparameters: dict[str, Any]
     versions: dict[str, str]
     sha256: str
+    onnx: OnnxExport | None = Field(None, description="the ONNX export of this model, when one was made")
     created_at: datetime
     train_seconds: float
 
@@ -77,7 +114,7 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
 
 
 def manifest_path(model_path: Path) -> Path:
-    """models/NAME.pkl -> models/NAME.json"""
+    """models/NAME.pkl (or NAME.onnx) -> models/NAME.json"""
     return model_path.with_suffix(".json")
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.config import Settings
-from app.core.backends import open_backend
+from app.core.backends import SUFFIX, open_backend
 from app.core.budget import MemoryBudget
 from app.core.errors import ModelLoadError, ModelNotFound, ModelRequired, NotReady
 from app.core.observer import Observer
@@ -97,14 +97,18 @@ class ModelRepository:
 
     # -- loading ------------------------------------------------------------------------------------------
     def scan(self) -> dict[str, Path]:
-        """NAME -> file for every model file in the folder (only the configured one with LEARNSERVE_MODEL_PATH)."""
+        """NAME -> the file its backend serves (NAME.pkl or NAME.onnx) for every model in the folder (only the
+        configured one with LEARNSERVE_MODEL_PATH)."""
         if self.only is not None:
-            return {self.only.stem: self.only}
-        try:
-            files = sorted(self.folder.glob("*.pkl"))
-        except OSError:
-            return {}
-        return {f.stem: f for f in files if not f.name.startswith(".")}
+            names = [self.only.stem]
+        else:
+            try:
+                files = [*self.folder.glob("*.pkl"), *self.folder.glob("*.onnx")]
+            except OSError:
+                return {}
+            names = sorted({f.stem for f in files if not f.name.startswith(".")})
+        folder = self.only.parent if self.only is not None else self.folder
+        return {n: folder / f"{n}{SUFFIX[self.settings.backend_for(n)]}" for n in names}
 
     async def start(self) -> None:
         """The first scan. Stops startup when nothing could be loaded, or the configured default failed."""
@@ -183,7 +187,7 @@ class ModelRepository:
         loop = asyncio.get_running_loop()
         s = self.settings
         backend = await loop.run_in_executor(
-            self._loader, open_backend, file, s.backend, s.device, s.torch_threads
+            self._loader, open_backend, file, s.backend_for(name), s.device, s.torch_threads
         )
         try:
             await loop.run_in_executor(self.model_thread, backend.warm_up)

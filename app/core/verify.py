@@ -30,30 +30,15 @@ class VerifiedFile:
 
 
 def verify_model_file(path: Path, pinned_sha256: str | None = None) -> VerifiedFile:
-    """Refuse files that are missing, not regular, writable by others, altered since export, or from another Python."""
-    if not path.exists():
-        raise ModelLoadError(
-            f"model file {path} does not exist: train one with `make model` or set LEARNSERVE_MODEL_PATH"
-        )
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path} is not a regular file")
-    mode = path.stat().st_mode
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ModelLoadError(
-            f"model file {path} is group- or world-writable (mode {stat.filemode(mode)}); loading a pickle runs "
-            f"its code, so fix it with `chmod go-w {path}`"
-        )
+    """A `.pkl` (fastai) or `.onnx` (ONNX Runtime) model file. Refuse files that are missing, not regular,
+    writable by others, altered since export, or (a pickle) from another Python."""
+    if path.suffix == ".onnx":
+        return verify_onnx_file(path, pinned_sha256)
+    _check_file(
+        path, "loading a pickle runs its code", "train one with `make model` or set LEARNSERVE_MODEL_PATH"
+    )
     manifest = read_manifest_checked(path)
-    actual = sha256_file(path)
-    if actual != manifest.sha256:
-        raise ModelLoadError(
-            f"sha256 of {path} is {actual[:16]}…, the manifest says {manifest.sha256[:16]}…: "
-            "the file changed after export; refusing to unpickle it"
-        )
-    if pinned_sha256 and actual != pinned_sha256.lower():
-        raise ModelLoadError(
-            f"sha256 of {path} is {actual[:16]}…, LEARNSERVE_MODEL_SHA256 pins {pinned_sha256[:16]}…"
-        )
+    actual = _check_sha256(path, manifest.sha256, pinned_sha256, "refusing to unpickle it")
     running = ".".join(platform.python_version_tuple()[:2])
     if manifest.python_minor != running:
         raise ModelLoadError(
@@ -61,6 +46,50 @@ def verify_model_file(path: Path, pinned_sha256: str | None = None) -> VerifiedF
             "pickles only load on the same minor version: serve with that Python or retrain"
         )
     return VerifiedFile(path, manifest, actual)
+
+
+def verify_onnx_file(path: Path, pinned_sha256: str | None = None) -> VerifiedFile:
+    """An ONNX export: the checks of a pickle but the Python version (a graph is not bytecode)."""
+    _check_file(
+        path,
+        "it is what answers clients",
+        f"export one with `python -m training export-onnx {path.with_suffix('.pkl')}`",
+    )
+    manifest = read_manifest_checked(path)
+    if manifest.onnx is None or manifest.onnx.file != path.name:
+        raise ModelLoadError(
+            f"manifest {manifest_path(path)} records no ONNX export named {path.name}; export it with "
+            f"`python -m training export-onnx {path.with_suffix('.pkl')}`"
+        )
+    actual = _check_sha256(path, manifest.onnx.sha256, pinned_sha256, "refusing to load it")
+    return VerifiedFile(path, manifest, actual)
+
+
+def _check_file(path: Path, why: str, how: str) -> None:
+    if not path.exists():
+        raise ModelLoadError(f"model file {path} does not exist: {how}")
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} is not a regular file")
+    mode = path.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ModelLoadError(
+            f"model file {path} is group- or world-writable (mode {stat.filemode(mode)}); {why}, "
+            f"so fix it with `chmod go-w {path}`"
+        )
+
+
+def _check_sha256(path: Path, expected: str, pinned: str | None, refusal: str) -> str:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelLoadError(
+            f"sha256 of {path} is {actual[:16]}…, the manifest says {expected[:16]}…: "
+            f"the file changed after export; {refusal}"
+        )
+    if pinned and actual != pinned.lower():
+        raise ModelLoadError(
+            f"sha256 of {path} is {actual[:16]}…, LEARNSERVE_MODEL_SHA256 pins {pinned[:16]}…"
+        )
+    return actual
 
 
 def read_manifest_checked(path: Path) -> Manifest:

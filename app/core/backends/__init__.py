@@ -44,7 +44,14 @@ def open_backend(file: VerifiedFile, kind: BackendKind, device: str, threads: in
         from app.core.backends.fastai import FastaiBackend
 
         return FastaiBackend.load(file, device, threads)
+    if kind == "onnx":
+        from app.core.backends.onnx import OnnxBackend
+
+        return OnnxBackend.load(file, device, threads)
     raise ValueError(f"unknown backend {kind!r}")
+
+
+SUFFIX: dict[BackendKind, str] = {"fastai": ".pkl", "onnx": ".onnx"}
 
 
 def predict_images(backend: Backend, images: Sequence[Image.Image]) -> list[Prediction]:

@@ -73,7 +73,7 @@ class FastaiBackend:
             self.predict([blank, blank])
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "device": self.device, "torch_threads": torch.get_num_threads()}
+        return {"backend": self.kind, "device": self.device, "threads": torch.get_num_threads()}
 
 
 def load_learner_file(file: VerifiedFile) -> Any:

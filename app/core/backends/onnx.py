@@ -1,0 +1,85 @@
+"""The ONNX Runtime backend: the model exported by `python -m training export-onnx` (learn.model and its softmax),
+with the learner's validation pipeline reproduced in PIL and numpy (app/core/preprocess.py). Needs neither fastai
+nor torch: this is what the slim image runs.
+
+`prepare` resizes one image to a uint8 [3, S, S] array (thread-safe: PIL and numpy only); `predict` scales,
+normalises and runs the batch through the session on the model thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from app.core.backends import BackendKind
+from app.core.errors import ModelLoadError
+from app.core.prediction import Prediction, from_probabilities
+from app.core.preprocess import Preprocessor
+from app.core.verify import VerifiedFile
+
+
+class OnnxBackend:
+    kind: BackendKind = "onnx"
+
+    def __init__(self, session: Any, file: VerifiedFile) -> None:
+        manifest = file.manifest
+        if manifest.onnx is None:
+            raise ModelLoadError(f"{file.path}: the manifest has no onnx section")
+        self.session = session
+        self.classes = list(manifest.classes)
+        self.input_size = manifest.preprocessing.size
+        self.input_name = manifest.onnx.input.name
+        self.output_name = manifest.onnx.output.name
+        providers = session.get_providers()
+        self.device = "cuda" if "CUDAExecutionProvider" in providers else "cpu"
+        self.threads = session.get_session_options().intra_op_num_threads or None
+        try:
+            self.preprocess = Preprocessor(manifest.preprocessing)
+        except (KeyError, ValueError) as e:
+            raise ModelLoadError(f"{file.path}: cannot reproduce its preprocessing ({e})") from None
+
+    @classmethod
+    def load(cls, file: VerifiedFile, device: str = "auto", threads: int | None = None) -> OnnxBackend:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise ModelLoadError(
+                "LEARNSERVE_DEVICE=cuda but ONNX Runtime has no CUDA provider here (install onnxruntime-gpu); "
+                "use auto or cpu"
+            )
+        providers = ["CPUExecutionProvider"]
+        if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.inter_op_num_threads = 1  # one batch at a time, on the model thread
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            session = ort.InferenceSession(str(file.path), options, providers=providers)
+        except Exception as e:  # a corrupt or foreign file: onnxruntime raises its own exception types
+            raise ModelLoadError(f"cannot load {file.path}: {type(e).__name__}: {e}") from None
+        return cls(session, file)
+
+    def prepare(self, image: Image.Image) -> NDArray[np.uint8]:
+        return self.preprocess.item(image)
+
+    def predict(self, inputs: Sequence[NDArray[np.uint8]]) -> list[Prediction]:
+        if not inputs:
+            return []
+        batch = self.preprocess.batch(inputs)
+        [probs] = self.session.run([self.output_name], {self.input_name: batch})
+        return from_probabilities(np.asarray(probs, dtype=np.float32), self.classes)
+
+    def warm_up(self) -> None:
+        blank = self.prepare(Image.new("RGB", (self.input_size, self.input_size), (255, 255, 255)))
+        for _ in range(2):
+            self.predict([blank, blank])
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.kind, "device": self.device, "threads": self.threads}

@@ -1,0 +1,170 @@
+"""`export-onnx`: learn.model and its softmax as an ONNX graph, and the learner's validation pipeline written into the
+manifest precisely enough for app/core/preprocess.py to reproduce it without fastai.
+
+Only what the ONNX path can reproduce is exported: item transforms Resize and ToTensor; batch transforms
+IntToFloatTensor, Normalize, augmentations that run at training only (split_idx 0) and the affine ones of
+`aug_transforms` (Warp, Rotate, Zoom, Flip), which resample through an identity grid at validation; a softmax.
+Anything else is refused, naming the transform (the `.pkl` still serves such a learner). The export is checked
+before it is written: ONNX Runtime's probabilities against learn.model's on real-sized inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.errors import TrainingError
+from training.manifest import (
+    Manifest,
+    Normalization,
+    OnnxExport,
+    Preprocessing,
+    TensorSpec,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+
+OPSET = 17
+MAX_ABS_DIFF = 1e-4  # probabilities, ONNX Runtime vs learn.model, on the same preprocessed batch
+RESAMPLES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+PAD_MODES = ("zeros", "border", "reflection")
+
+
+def load_verified(model: Path) -> tuple[Any, Manifest]:
+    """The learner, unpickled only after its sha256 matched the manifest."""
+    if not model.is_file():
+        raise TrainingError(f"model file '{model}' does not exist")
+    try:
+        manifest = read_manifest(model)
+    except (OSError, ValueError) as e:
+        raise TrainingError(
+            f"{model} has no readable manifest beside it ({model.with_suffix('.json')}): {e}"
+        ) from None
+    if sha256_file(model) != manifest.sha256:
+        raise TrainingError(
+            f"{model} changed after export (its sha256 differs from the manifest's); retrain it"
+        )
+    from fastai.learner import load_learner
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*insecure pickle module.*")  # verified just above
+        return load_learner(model, cpu=True), manifest
+
+
+def preprocessing_of(learn: Any, manifest: Manifest) -> Preprocessing:
+    """The validation pipeline as data, read from the learner's own transforms (not from training options)."""
+    from fastai.vision.augment import AffineCoordTfm
+
+    dls = learn.dls
+    spec: dict[str, Any] = {"augment": manifest.preprocessing.augment, "normalize": None}
+    for tfm in dls.valid.after_item.fs:
+        name = type(tfm).__name__
+        if name == "Resize":
+            width, height = tfm.size[1], tfm.size[0]  # fastai keeps (height, width)
+            if width != height:
+                raise TrainingError(f"Resize to {width}x{height}: the ONNX path handles square inputs only")
+            if str(tfm.pad_mode) not in PAD_MODES or tfm.mode not in RESAMPLES:
+                raise TrainingError(
+                    f"Resize with pad mode {tfm.pad_mode} / resample {tfm.mode} is not supported"
+                )
+            spec |= {"resize_method": str(tfm.method), "size": int(width), "pad_mode": str(tfm.pad_mode),
+                     "resample": RESAMPLES[tfm.mode]}  # fmt: skip
+        elif name != "ToTensor":
+            raise TrainingError(
+                f"the item transform {name} cannot be reproduced by the ONNX path; serve the .pkl"
+            )
+    if "size" not in spec:
+        raise TrainingError("the learner has no Resize item transform: its input size is not fixed")
+    for tfm in dls.valid.after_batch.fs:
+        name = type(tfm).__name__
+        if name == "IntToFloatTensor":
+            spec["scale"] = float(tfm.div)
+        elif name == "Normalize":
+            spec["normalize"] = Normalization(
+                mean=tfm.mean.flatten().tolist(), std=tfm.std.flatten().tolist()
+            )
+        elif getattr(tfm, "split_idx", None) == 0:
+            continue  # training only (Brightness, Contrast, ...): skipped at validation
+        elif isinstance(tfm, AffineCoordTfm) and tfm.size is None:
+            continue  # Warp, Rotate, Zoom, Flip: an identity grid at validation (within 1e-6 of the input)
+        else:
+            raise TrainingError(
+                f"the batch transform {name} changes images at validation and cannot be reproduced by the ONNX "
+                "path; serve the .pkl"
+            )
+    return Preprocessing(**spec)
+
+
+class WithSoftmax(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def check_activation(learn: Any, size: int) -> None:
+    activation = getattr(learn.loss_func, "activation", None)
+    logits = learn.model.eval()(torch.randn(2, 3, size, size))
+    if activation is None or not torch.allclose(activation(logits), torch.softmax(logits, dim=1), atol=1e-6):
+        raise TrainingError(
+            f"the loss {type(learn.loss_func).__name__} does not use a softmax: only single-label classifiers export"
+        )
+
+
+def export_onnx(model: Path, out: Path | None = None) -> Manifest:
+    """Write MODEL.onnx beside MODEL.pkl (or `out`), checked against learn.model, and record it in MODEL.json."""
+    learn, manifest = load_verified(model)
+    spec = preprocessing_of(learn, manifest)
+    size = spec.size
+    check_activation(learn, size)
+    out = out or model.with_suffix(".onnx")
+    graph = WithSoftmax(learn.model).eval()  # the exporter restores the mode it found: keep it eval
+    example = torch.rand(2, 3, size, size)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnx-") as tmp:
+        staged = Path(tmp) / out.name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+            torch.onnx.export(
+                graph, (example,), str(staged), input_names=["input"], output_names=["probabilities"],
+                dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}}, opset_version=OPSET,
+                dynamo=False,
+            )  # fmt: skip
+        diff = max_difference(graph, staged, size)
+        if diff > MAX_ABS_DIFF:
+            raise TrainingError(f"the ONNX graph's probabilities differ from learn.model's by {diff:.2e}")
+        staged.chmod(0o644)
+        os.replace(staged, out)
+    manifest.preprocessing = spec
+    manifest.onnx = OnnxExport(
+        file=out.name,
+        sha256=sha256_file(out),
+        opset=OPSET,
+        input=TensorSpec(name="input", shape=[-1, 3, size, size], dtype="float32"),
+        output=TensorSpec(name="probabilities", shape=[-1, len(manifest.classes)], dtype="float32"),
+        max_abs_diff=diff,
+    )
+    write_manifest(model, manifest)
+    return manifest
+
+
+def max_difference(graph: nn.Module, path: Path, size: int, n: int = 8) -> float:
+    """Largest |probability difference| between ONNX Runtime and torch on one batch of `n` (and on one image)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in (torch.randn(n, 3, size, size), torch.randn(1, 3, size, size)):
+        with torch.inference_mode():
+            expected = graph(batch).numpy()
+        [got] = session.run(["probabilities"], {"input": batch.numpy()})
+        worst = max(worst, float(abs(got - expected).max()))
+    return worst
