@@ -70,7 +70,8 @@ def test_export_records_the_graph_and_the_pipeline(exported: Path) -> None:
         "reflection",
         255.0,
     )
-    assert pre.normalize is not None and len(pre.normalize.mean) == 3
+    assert pre.normalize is not None
+    assert len(pre.normalize.mean) == 3
 
 
 def test_a_server_without_torch_or_fastai_answers_like_the_fastai_backend(
@@ -90,7 +91,8 @@ def test_a_server_without_torch_or_fastai_answers_like_the_fastai_backend(
         runtime = httpx.get(f"{server.base}/metadata").json()["runtime"]
         assert (runtime["backend"], runtime["device"]) == ("onnx", "cpu")
         assert httpx.get(f"{server.base}/v2/models/colors").json()["platform"] == "onnx"
-        assert "ModuleNotFoundError" not in server.log_text() and "ImportError" not in server.log_text()
+        assert "ModuleNotFoundError" not in server.log_text()
+        assert "ImportError" not in server.log_text()
 
 
 def test_the_blocker_really_blocks(no_torch: dict[str, str]) -> None:
