@@ -52,6 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=["auto", "cpu", "cuda"], default=None, help="default: LEARNSERVE_DEVICE"
     )
     p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
+
+    p = sub.add_parser(
+        "score",
+        help="score many images into a CSV or Parquet table (a folder, a CSV or list of paths, or s3://...)",
+        description="One output row per input: path, label, probability, the top-k beyond the first "
+        "(label_2, probability_2, ...), error and detail. A bad file gets its row and error code; it never stops "
+        "the job. Rows are in input order. A progress bar on a terminal, one summary line otherwise.",
+    )
+    p.add_argument(
+        "source",
+        help="a folder (recursive), a CSV with a 'path' column, a text file of paths, or a URI Ray can read (s3://bucket/prefix)",
+    )
+    p.add_argument(
+        "--model", type=Path, default=None, help="model .pkl or .onnx (default: LEARNSERVE_MODEL_PATH)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="predictions.csv or predictions.parquet")
+    p.add_argument("--top-k", type=int, default=None, help="classes per row (default: LEARNSERVE_TOP_K)")
+    p.add_argument("--resume", action="store_true", help="skip inputs already in --out (or its .partial.csv)")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default): this process; ray: Ray Data",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (LEARNSERVE_MAX_BATCH_SIZE)"
+    )
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default=None, help="default: LEARNSERVE_DEVICE"
+    )
+    p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="join a Ray cluster: auto or ray://host:10001 (default: a local Ray)",
+    )
+    p.add_argument("--concurrency", type=int, default=1, help="Ray actors, each with one model copy (1)")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per Ray actor (0)")
     return parser
 
 
@@ -75,13 +113,24 @@ def main(argv: list[str] | None = None) -> int:
         from app.api.server import serve
 
         return serve(settings, args.host, args.port)
-    from app.cli.predict import run_predict
-
     try:
+        if args.command == "score":
+            from app.cli.score import ScoreJob, run_score
+
+            job = ScoreJob(args.source, args.out, args.top_k or settings.top_k, args.resume, args.engine,
+                           args.ray_address, args.concurrency, args.num_gpus)  # fmt: skip
+            return run_score(settings, job)
+        from app.cli.predict import run_predict
+
         return run_predict(settings, args.paths, args.format, args.top_k)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def score_main() -> int:
+    """The `learnserve-score` console script: `python -m app score ...`."""
+    return main(["score", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ answers come back in input order, and a file that cannot be read or decoded beco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from pathlib import Path
 
 from app.core.errors import FileTooLarge, Unreadable
@@ -39,7 +39,7 @@ def chunks(paths: Iterable[Path], size: int) -> Iterable[list[Path]]:
 
 async def classify_files(
     unit: ModelUnit, paths: Iterable[Path], max_bytes: int, chunk_size: int | None = None
-) -> AsyncIterator[tuple[Sequence[Path], list[Outcome]]]:
+) -> AsyncGenerator[tuple[Sequence[Path], list[Outcome]]]:
     """(paths, outcomes) chunk by chunk, in order; a few chunks are in flight at once so that reading and
     decoding overlap the forward pass, never more than the unit's queue holds."""
     size = max(1, min(chunk_size or unit.limits.max_batch_size, unit.limits.max_queue))

@@ -1,0 +1,137 @@
+"""`python -m app score SOURCE --model M --out predictions.csv|.parquet`: one row per input, a bad file never stops
+the job, rows in input order, `--resume` skips what an earlier run wrote. The local engine runs the server's
+unit in this process; `--engine ray` runs the same unit in Ray actors (app/scoring/ray_engine.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.core.errors import CoreError
+from app.core.files import classify_files
+from app.core.repository import open_model
+from app.scoring.output import Journal, Row, done_rows, journal_path, row_of, write_table
+from app.scoring.sources import BadSource, is_uri, list_inputs
+from training.manifest import read_manifest
+
+
+@dataclass
+class ScoreJob:
+    source: str
+    out: Path
+    top_k: int
+    resume: bool
+    engine: str
+    ray_address: str | None = None
+    concurrency: int = 1
+    num_gpus: float = 0.0
+
+
+@dataclass
+class Summary:
+    scored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    warm_up: float = 0.0  # until the first rows came back: loading the model (starting Ray and its actors)
+
+    def line(self) -> str:
+        working = self.seconds - self.warm_up
+        rate = (self.scored + self.failed) / working if working > 0 else 0.0
+        return (f"scored {self.scored}, failed {self.failed}, skipped {self.skipped} already done, in "
+                f"{self.seconds:.1f} s ({self.warm_up:.1f} s to load the model): {rate:,.1f} img/s")  # fmt: skip
+
+
+def local_rows(settings: Settings, paths: list[str], top_k: int) -> Iterator[list[Row]]:
+    """Chunks of rows from the unit, in order (an event loop of its own; the model thread works beside it)."""
+    loop = asyncio.new_event_loop()
+    try:
+        context = open_model(settings)
+        unit = loop.run_until_complete(context.__aenter__())
+        try:
+            chunks = classify_files(unit, [Path(p) for p in paths], settings.max_upload_bytes)
+            while True:
+                try:
+                    done, outcomes = loop.run_until_complete(anext(chunks))
+                except StopAsyncIteration:
+                    break
+                yield [row_of(str(p), o, unit.classes, top_k) for p, o in zip(done, outcomes, strict=True)]
+            loop.run_until_complete(chunks.aclose())
+        finally:
+            loop.run_until_complete(context.__aexit__(None, None, None))
+    finally:
+        loop.close()
+
+
+def run_score(settings: Settings, job: ScoreJob) -> int:
+    from tqdm import tqdm
+
+    if job.out.suffix not in (".csv", ".parquet"):
+        print(f"error: --out must end in .csv or .parquet, not {job.out.name}", file=sys.stderr)
+        return 2
+    if is_uri(job.source) and job.engine != "ray":
+        print(f"error: {job.source} is read with --engine ray (Ray reads s3://, gs://, ...)", file=sys.stderr)
+        return 2
+    try:
+        inputs = [job.source] if is_uri(job.source) else list_inputs(job.source)
+    except BadSource as e:
+        print(f"error: {e.detail}", file=sys.stderr)
+        return 2
+    try:
+        classes = len(read_manifest(settings.model_path).classes)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read the manifest of {settings.model_path}: {e}", file=sys.stderr)
+        return 2
+    job.top_k = min(job.top_k, classes)  # no empty label_K columns past the model's classes
+    if not job.resume:
+        journal_path(job.out).unlink(missing_ok=True)
+    done = done_rows(job.out) if job.resume else {}
+    todo = [p for p in inputs if p not in done]
+    summary = Summary(skipped=len(inputs) - len(todo) if not is_uri(job.source) else 0)
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(job.out, job.top_k)
+    started = time.perf_counter()
+    terminal = sys.stderr.isatty()
+    bar = tqdm(total=len(todo), unit="img", file=sys.stderr, disable=not terminal or is_uri(job.source))
+    new: dict[str, Row] = {}
+    try:
+        for rows in engine_rows(settings, job, todo):
+            if not new:
+                summary.warm_up = time.perf_counter() - started
+            journal.add(rows)
+            for row in rows:
+                new[row["path"]] = row
+                summary.failed += "error" in row
+            summary.scored += sum("error" not in r for r in rows)
+            bar.update(len(rows))
+    except CoreError as e:  # a setup the engine refuses; what was scored stays in the journal for --resume
+        print(f"error: {e.detail}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+        journal.close()
+    summary.seconds = time.perf_counter() - started
+    order = list(new) if is_uri(job.source) else inputs
+    write_table(job.out, [new.get(p) or done[p] for p in order if p in new or p in done], job.top_k)
+    print(summary.line(), file=sys.stderr)
+    return 0
+
+
+def engine_rows(settings: Settings, job: ScoreJob, todo: list[str]) -> Iterator[list[Row]]:
+    if job.engine == "ray":
+        from app.scoring.ray_engine import ray_rows
+
+        options: dict[str, Any] = {
+            "address": job.ray_address,
+            "concurrency": job.concurrency,
+            "num_gpus": job.num_gpus,
+        }
+        yield from ray_rows(settings, todo, job.top_k, **options)
+    elif todo:
+        yield from local_rows(settings, todo, job.top_k)

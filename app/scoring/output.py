@@ -1,0 +1,100 @@
+"""Rows of the output table, written as CSV or Parquet, with `--resume`.
+
+Columns: path, label, probability, label_2, probability_2, ... label_K, probability_K (the top-k beyond the
+first), error (the API's stable codes) and detail; a failed file has only path, error and detail. While a job
+runs, finished rows are appended to OUT.partial.csv (flushed each chunk), so an interrupted job loses at most a
+chunk; at the end the output is written in input order and the journal removed. `--resume` reads both.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from app.core.prediction import ItemError, Outcome
+
+Row = dict[str, Any]
+
+
+def columns(top_k: int) -> list[str]:
+    extra = [c for i in range(2, top_k + 1) for c in (f"label_{i}", f"probability_{i}")]
+    return ["path", "label", "probability", *extra, "error", "detail"]
+
+
+def row_of(path: str, outcome: Outcome, classes: Sequence[str], top_k: int) -> Row:
+    if isinstance(outcome, ItemError):
+        return {"path": path, "error": outcome.code, "detail": outcome.detail}
+    row: Row = {"path": path}
+    for i, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
+        suffix = "" if i == 1 else f"_{i}"
+        row[f"label{suffix}"] = label
+        row[f"probability{suffix}"] = probability
+    return row
+
+
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.csv")
+
+
+def read_rows(path: Path) -> list[Row]:
+    if not path.exists():
+        return []
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [{k: v for k, v in r.items() if v is not None} for r in pq.read_table(path).to_pylist()]
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{k: _typed(k, v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+
+def _typed(column: str, value: str) -> Any:
+    return float(value) if column.startswith("probability") else value
+
+
+def done_rows(out: Path) -> dict[str, Row]:
+    """Rows already written by an earlier run (for --resume): path -> row."""
+    rows = read_rows(out) + read_rows(journal_path(out))
+    return {r["path"]: r for r in rows}
+
+
+class Journal:
+    """OUT.partial.csv, appended and flushed chunk by chunk."""
+
+    def __init__(self, out: Path, top_k: int) -> None:
+        self.path = journal_path(out)
+        self.columns = columns(top_k)
+        fresh = not self.path.exists()
+        self._file = self.path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, self.columns, extrasaction="ignore")
+        if fresh:
+            self._writer.writeheader()
+
+    def add(self, rows: Iterable[Row]) -> None:
+        self._writer.writerows(rows)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_table(out: Path, rows: list[Row], top_k: int) -> None:
+    """The whole table, atomically (written beside, then renamed into place)."""
+    names = columns(top_k)
+    staged = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types = {n: pa.float64() if n.startswith("probability") else pa.string() for n in names}
+        table = pa.table({n: pa.array([r.get(n) for r in rows], type=types[n]) for n in names})
+        pq.write_table(table, staged)
+    else:
+        with staged.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, names, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    os.replace(staged, out)
+    journal_path(out).unlink(missing_ok=True)
