@@ -1,0 +1,25 @@
+"""Write the images' requirement lists from pyproject.toml (the Dockerfile's `requirements` stage runs this).
+
+requirements.txt: the serving core and the `all` extra (fastai, torch, ONNX Runtime, pyarrow): the default image.
+requirements-slim.txt: the serving core and the `onnx` extra, neither torch nor fastai: the slim image.
+Extras that name `learnserve[...]` are expanded here, since the project itself is installed from its wheel.
+"""
+
+import re
+import tomllib
+
+
+def expand(extras: dict[str, list[str]], names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        for requirement in extras[name]:
+            inner = re.fullmatch(r"learnserve\[(.+)\]", requirement)
+            out += expand(extras, inner.group(1).split(",")) if inner else [requirement]
+    return list(dict.fromkeys(out))
+
+
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = project["optional-dependencies"]
+for path, names in (("requirements.txt", ["all"]), ("requirements-slim.txt", ["onnx"])):
+    with open(path, "w") as f:
+        f.write("\n".join(project["dependencies"] + expand(extras, names)) + "\n")
