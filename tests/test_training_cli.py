@@ -108,7 +108,8 @@ def test_class_with_only_corrupt_images(dataset: Path, tmp_path: Path) -> None:
     (data / "purple").mkdir()
     (data / "purple" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     code, out, err = run_cli("train", str(data), "--out", str(tmp_path / "m.pkl"), *FAST)
-    assert_clean_error(code, out, err, "no readable images", "purple")
+    # The report that lists skipped files is never printed after this error, so the error names them itself.
+    assert_clean_error(code, out, err, "no readable images", "purple", "skipped as corrupt", "purple/a.png")
 
 
 def test_data_file_that_is_not_csv(tmp_path: Path) -> None:
@@ -183,6 +184,15 @@ def test_bad_valid_pct(dataset: Path, tmp_path: Path, valid_pct: str) -> None:
         "train", str(dataset), "--out", str(tmp_path / "m.pkl"), *FAST, "--valid-pct", valid_pct
     )
     assert_clean_error(code, out, err, "--valid-pct")
+
+
+def test_fewer_training_images_than_one_batch(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.pkl"
+    code, stdout, err = run_cli(
+        "train", str(dataset), "--out", str(out), *FAST[:-3], "--epochs", "1", "--bs", "64"
+    )
+    assert_clean_error(code, stdout, err, "39 training images do not fill one batch of 64", "--bs")
+    assert not out.exists()
 
 
 def test_out_under_a_regular_file(dataset: Path, tmp_path: Path) -> None:

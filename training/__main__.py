@@ -21,7 +21,9 @@ EPILOG = """examples:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "data", help="a folder with one subfolder per class, a CSV of path,label rows, or 'digits'"
+        "data",
+        help="a folder with one subfolder per class (or train/ and valid/ folders of them), "
+        "a CSV of path,label[,is_valid] rows, or 'digits'",
     )
     p.add_argument(
         "--arch", default="cnn", help="cnn (small convnet, fast on CPU), resnet18, resnet34 or resnet50"
@@ -37,7 +39,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--bs", type=int, default=64, help="batch size (default: 64)")
     p.add_argument(
-        "--valid-pct", type=float, default=0.2, help="share of images held out for validation (0.2)"
+        "--valid-pct",
+        type=float,
+        default=None,
+        help="share of images held out at random for validation (0.2); not with DATA's own split",
     )
     p.add_argument("--seed", type=int, default=42, help="random seed for the split and the weights (42)")
     p.add_argument("--resize-method", default="squish", help="squish, crop or pad (default: squish)")

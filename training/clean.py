@@ -1,8 +1,9 @@
 """`clean`: apply keep/delete/relabel decisions to a class-folder dataset, headless and reversible.
 
 The decisions file is interpret's `top_losses.csv` with an `action` column: `keep`, `delete`, or a class name.
-Deleted files move to DATA/_removed/<class>/, relabelled files to DATA/<new class>/. Nothing is destroyed, files
-outside DATA are refused, and running it twice changes nothing the second time.
+Deleted files move to DATA/_removed/<class>/, relabelled files to DATA/<new class>/ (with train/ and valid/ folders:
+to the new class's folder in the same half). Nothing is destroyed, files outside DATA are refused, and running it
+twice changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from training.datasets import REMOVED_DIR
+from training.datasets import REMOVED_DIR, SPLIT_DIRS, class_dirs, is_split_layout
 from training.errors import TrainingError
 
 
@@ -29,9 +30,10 @@ def clean(data: Path, decisions: Path) -> Counter[str]:
                 f"{decisions} needs 'path' and 'action' columns (top_losses.csv plus 'action')"
             )
         rows = list(reader)
-    classes = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))}
+    roots = [root / name for name in SPLIT_DIRS] if is_split_layout(root) else [root]
+    classes = {d.name for r in roots for d in class_dirs(r)}
     # Check every decision before moving anything, so a typo in row 40 does not leave rows 1-39 half applied.
-    moves = [plan(root, classes, Path(row["path"]), (row["action"] or "").strip()) for row in rows]
+    moves = [plan(root, roots, classes, Path(row["path"]), (row["action"] or "").strip()) for row in rows]
     for src, dest, _ in moves:
         if dest is not None and dest != src and src.exists() and dest.exists():
             raise TrainingError(f"cannot move {src} to {dest}: a file is already there")
@@ -41,7 +43,9 @@ def clean(data: Path, decisions: Path) -> Counter[str]:
     return summary
 
 
-def plan(root: Path, classes: set[str], path: Path, action: str) -> tuple[Path, Path | None, str]:
+def plan(
+    root: Path, roots: list[Path], classes: set[str], path: Path, action: str
+) -> tuple[Path, Path | None, str]:
     src = (path if path.is_absolute() else root / path).resolve()
     if not src.is_relative_to(root):
         raise TrainingError(f"refusing to touch {path}: it is outside {root}")
@@ -50,7 +54,8 @@ def plan(root: Path, classes: set[str], path: Path, action: str) -> tuple[Path, 
     if action == "delete":
         return src, root / REMOVED_DIR / src.relative_to(root), action
     if action in classes:
-        return src, root / action / src.name, action
+        class_root = next((r for r in roots if src.is_relative_to(r)), root)
+        return src, class_root / action / src.name, action
     raise TrainingError(
         f"unknown action '{action}' for {path}: use keep, delete or a class name ({', '.join(sorted(classes))})"
     )

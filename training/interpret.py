@@ -9,19 +9,27 @@ from fastai.interpret import ClassificationInterpretation
 from fastai.learner import load_learner
 from fastai.vision import learner as _vision_learner  # noqa: F401  registers plot_top_losses for images
 
-from training.datasets import load_table, split_indices
+from training.datasets import load_table
 from training.errors import TrainingError
 from training.manifest import read_manifest
 from training.plots import save_current_figure
+from training.splits import DESCRIBED, given_split, split_indices
 
 TOP_LOSSES_COLUMNS = ["path", "actual", "predicted", "loss", "probability"]
 
 
 def validation_frame(model: Path, data: str) -> pd.DataFrame:
-    """The same validation split `train` used, rebuilt from the manifest's seed and valid_pct."""
-    hyper = read_manifest(model).hyperparameters
+    """The same validation split `train` used: the data's own, or rebuilt from the manifest's seed and valid_pct."""
+    manifest = read_manifest(model)
+    kind, hyper = manifest.dataset.split, manifest.hyperparameters
     table = load_table(data)
-    _, valid_idx = split_indices(len(table.frame), float(hyper["valid_pct"]), int(hyper["seed"]))
+    if kind != (table.split_by or "random"):
+        now = DESCRIBED.get(table.split_by or "", "no split of its own")
+        raise TrainingError(f"{model} was trained on a {kind} split, but {data} now has {now}")
+    if kind == "random":
+        _, valid_idx = split_indices(len(table.frame), float(hyper["valid_pct"]), int(hyper["seed"]))
+    else:
+        valid_idx = given_split(table).valid_idx
     return table.frame.iloc[valid_idx].reset_index(drop=True)
 
 

@@ -42,6 +42,11 @@ class DatasetInfo(BaseModel):
     valid_size: int
     skipped_corrupt: int = 0
     ignored_non_image: int = 0
+    split: str = Field(
+        "random",
+        description="how validation images were chosen: random (seed, valid_pct in hyperparameters), "
+        "folders (DATA/train and DATA/valid) or column (a CSV is_valid column)",
+    )
 
 
 class Manifest(BaseModel):

@@ -17,7 +17,7 @@ from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner
 
 from training.errors import TrainingError
-from training.learner import ModelOptions, Prepared, prepare
+from training.learner import ModelOptions, Prepared, check_batch_size, prepare
 from training.lr_find import find_lr
 from training.manifest import (
     DatasetInfo,
@@ -102,7 +102,7 @@ def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise TrainingError(f"the exported model does not load in a fresh process: {last}")
     got = float(json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"])
-    n = len(prepared.valid_idx)
+    n = len(prepared.split.valid_idx)
     if abs(got - expected) * n > 1 + 1e-6:  # allow one borderline image to flip on float noise
         raise TrainingError(
             f"reload check failed: accuracy {got:.4f} in a fresh process vs {expected:.4f} in training"
@@ -116,6 +116,8 @@ def train(opts: TrainOptions) -> Manifest:
     with tempfile.TemporaryDirectory(prefix="learnserve-train-") as tmp:
         workdir = Path(tmp)
         prepared = prepare(opts, workdir)
+        if opts.epochs > 0:
+            check_batch_size(prepared)
         learn = prepared.learn
         lr = resolve_lr(opts, prepared, workdir)
         fit(learn, opts, lr)
@@ -136,7 +138,7 @@ def build_manifest(
 ) -> Manifest:
     table = prepared.table
     hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    hyper.update(lr=lr, size=opts.input_size)
+    hyper.update(lr=lr, size=opts.input_size, valid_pct=prepared.split.valid_pct)
     return Manifest(
         name=opts.out.stem,
         classes=[str(c) for c in prepared.learn.dls.vocab],
@@ -152,10 +154,11 @@ def build_manifest(
         dataset=DatasetInfo(
             source=table.source,
             counts=table.counts(),
-            train_size=len(prepared.train_idx),
-            valid_size=len(prepared.valid_idx),
+            train_size=len(prepared.split.train_idx),
+            valid_size=len(prepared.split.valid_idx),
             skipped_corrupt=len(table.corrupt),
             ignored_non_image=table.ignored_non_image,
+            split=prepared.split.kind,
         ),
         hyperparameters=hyper,
         versions=library_versions(VERSIONED),
