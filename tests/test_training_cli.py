@@ -40,16 +40,18 @@ def snapshot(root: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        ([], ["COMMAND", "data", "train", "lr-find", "interpret", "clean", "summary", "examples:"]),
+        ([], ["COMMAND", "data", "show", "train", "lr-find", "interpret", "clean", "summary", "examples:"]),
         (["data"], ["digits", "dest", "--size"]),
+        (["show"], ["--out", "--valid", "--augment", "--arch", "--size", "--bs", "--valid-pct", "is_valid"]),
         (["train"], ["--out", "--arch", "--pretrained", "--no-pretrained", "--size", "--bs", "--epochs", "--lr",
-                     "--freeze-epochs", "--valid-pct", "--seed", "--early-stop", "--no-verify", "--augment"]),
+                     "--freeze-epochs", "--valid-pct", "--seed", "--early-stop", "--no-verify", "--augment",
+                     "--monitor", "valid_loss,accuracy,error_rate", "--reports", "reports/NAME"]),
         (["lr-find"], ["--plot", "--arch", "--size", "--bs"]),
         (["interpret"], ["model", "data", "--out", "--top"]),
         (["clean"], ["data", "--decisions"]),
         (["summary"], ["model"]),
     ],
-    ids=["top", "data", "train", "lr-find", "interpret", "clean", "summary"],
+    ids=["top", "data", "show", "train", "lr-find", "interpret", "clean", "summary"],
 )  # fmt: skip
 def test_help(argv: list[str], expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -184,6 +186,28 @@ def test_bad_valid_pct(dataset: Path, tmp_path: Path, valid_pct: str) -> None:
         "train", str(dataset), "--out", str(tmp_path / "m.pkl"), *FAST, "--valid-pct", valid_pct
     )
     assert_clean_error(code, out, err, "--valid-pct")
+
+
+def test_freeze_epochs_with_cnn_is_refused(dataset: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(
+        "train", str(dataset), "--out", str(tmp_path / "m.pkl"), *FAST, "--freeze-epochs", "1"
+    )
+    assert_clean_error(code, out, err, "--freeze-epochs", "--arch cnn")
+
+
+def test_freeze_epochs_without_pretrained_weights_is_refused(dataset: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(
+        "train",
+        str(dataset),
+        "--out",
+        str(tmp_path / "m.pkl"),
+        *FAST,
+        "--arch",
+        "resnet18",
+        "--freeze-epochs",
+        "1",
+    )
+    assert_clean_error(code, out, err, "--freeze-epochs needs --pretrained")
 
 
 def test_fewer_training_images_than_one_batch(dataset: Path, tmp_path: Path) -> None:

@@ -50,7 +50,9 @@ def folders(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     (data / "test" / "red").mkdir(parents=True)  # a test/ half is not read
     shutil.copy(next((dataset / "red").iterdir()), data / "test" / "red" / "held-out.png")
     out = tmp_path_factory.mktemp("models") / "split.pkl"
-    code, stdout, err = run_cli("train", str(data), "--out", str(out), *FAST)
+    code, stdout, err = run_cli(
+        "train", str(data), "--out", str(out), *FAST, "--reports", str(out.parent / "reports")
+    )
     assert code == 0, err
     return data, out, stdout
 
@@ -131,7 +133,18 @@ def test_csv_is_valid_column_splits_the_data(dataset: Path, tmp_path: Path) -> N
     data = shutil.copytree(dataset, tmp_path / dataset.name)
     labels = write_split_csv(data, tmp_path / "csv" / "labels.csv", {0: "True", 1: "yes", 2: "1", 3: " no "})
     out = tmp_path / "m" / "fromcsv.pkl"
-    code, stdout, err = run_cli("train", str(labels), "--out", str(out), *FAST, "--bs", "8", "--no-verify")
+    code, stdout, err = run_cli(
+        "train",
+        str(labels),
+        "--out",
+        str(out),
+        *FAST,
+        "--bs",
+        "8",
+        "--no-verify",
+        "--reports",
+        str(tmp_path / "r"),
+    )
     assert code == 0, err
     assert "split by its is_valid column: 14 training, 6 validation images" in stdout
     d = read_manifest(out).dataset

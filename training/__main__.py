@@ -1,4 +1,4 @@
-"""`python -m training COMMAND` (also `learnserve-train`): data, train, lr-find, interpret, clean, summary."""
+"""`python -m training COMMAND` (also `learnserve-train`): data, show, train, lr-find, interpret, clean, summary."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 
 from training.errors import TrainingError
 
+MONITORS = ("valid_loss", "accuracy", "error_rate")  # the learner's metrics (training.architectures)
+
 EPILOG = """examples:
   python -m training data digits data/digits
-  python -m training train data/digits --out models/digits.pkl
+  python -m training show data/digits --augment --out batch.png
+  python -m training train data/digits --out models/digits.pkl      # plots in reports/digits/
   python -m training lr-find data/digits --plot lr.png
   python -m training interpret models/digits.pkl data/digits --out reports/digits
   python -m training clean data/digits --decisions reports/digits/top_losses.csv
@@ -63,7 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", type=Path, help="folder to write into")
     p.add_argument("--size", type=int, default=28, help="upscale the 8x8 digits to this size (28)")
 
-    p = sub.add_parser("train", help="train with one-cycle, export NAME.pkl and its NAME.json manifest")
+    p = sub.add_parser("show", help="save a grid of one batch (after all transforms) with its labels")
+    add_model_options(p)
+    p.add_argument("--out", type=Path, default=Path("batch.png"), help="PNG to write (batch.png)")
+    p.add_argument("--valid", action="store_true", help="show a validation batch (no augmentation)")
+    p.add_argument("-n", type=int, default=16, help="how many images (16, at most one batch)")
+
+    p = sub.add_parser(
+        "train",
+        help="train with one-cycle, export NAME.pkl and its NAME.json manifest, plots in reports/NAME/",
+    )
     add_model_options(p)
     p.add_argument("--out", type=Path, required=True, help="where to write the learner, e.g. models/NAME.pkl")
     p.add_argument("--epochs", type=int, default=8, help="one-cycle epochs (8); 0 exports an untrained model")
@@ -73,14 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate, or 'find' for the lr finder's valley (default: 1e-2 cnn, 2e-3 resnets)",
     )
     p.add_argument(
-        "--freeze-epochs", type=int, default=0, help="fine-tune: epochs with the body frozen first (resnets)"
+        "--freeze-epochs",
+        type=int,
+        default=0,
+        help="fine-tune a --pretrained resnet: epochs with the body frozen first",
+    )
+    p.add_argument(
+        "--monitor",
+        choices=MONITORS,
+        default="valid_loss",
+        help="the metric that picks the epoch to keep and drives --early-stop (valid_loss)",
     )
     p.add_argument(
         "--early-stop",
         type=int,
         default=None,
         metavar="PATIENCE",
-        help="stop after PATIENCE epochs without a better valid_loss",
+        help="stop after PATIENCE epochs without a better --monitor value",
+    )
+    p.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        help="folder for history.csv, loss.png and schedule.png (default: reports/NAME)",
     )
     p.add_argument(
         "--no-verify", dest="verify", action="store_false", help="skip the fresh-process reload check"
@@ -116,17 +143,34 @@ def run(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         n = write_digits(args.dest, size=args.size)
         print(f"wrote {n} images in 10 classes to {args.dest} ({time.perf_counter() - started:.1f}s)")
+    elif args.command == "show":
+        from training.learner import ModelOptions
+        from training.show import show_batch
+
+        model_opts = ModelOptions(
+            **{k: v for k, v in vars(args).items() if k not in ("command", "out", "valid", "n")}
+        )
+        n = show_batch(model_opts, args.out, valid=args.valid, n=args.n)
+        print(f"wrote {args.out} ({n} {'validation' if args.valid else 'training'} images)")
     elif args.command == "train":
         from training.train import TrainOptions, train
 
         opts = TrainOptions(**{k: v for k, v in vars(args).items() if k != "command"})
-        manifest = train(opts)
+        outcome = train(opts)
+        manifest = outcome.manifest
         m = manifest.metrics
+        kept = (
+            f"kept epoch {manifest.best_epoch} of {manifest.epochs_run}"
+            if manifest.best_epoch
+            else "untrained"
+        )
         print(
-            f"accuracy {m.accuracy:.4f}, error_rate {m.error_rate:.4f}, valid_loss {m.valid_loss:.4f} "
-            f"in {manifest.train_seconds:.1f}s"
+            f"{kept}: accuracy {m.accuracy:.4f}, error_rate {m.error_rate:.4f}, valid_loss {m.valid_loss:.4f}; "
+            f"{manifest.train_seconds:.1f}s of training"
         )
         print(f"model:    {opts.out}\nmanifest: {opts.out.with_suffix('.json')}")
+        if outcome.reports:
+            print(f"reports:  {', '.join(str(p) for p in outcome.reports)}")
     elif args.command == "lr-find":
         import tempfile
 

@@ -62,7 +62,13 @@ class Manifest(BaseModel):
     versions: dict[str, str]
     sha256: str
     created_at: datetime
-    train_seconds: float
+    train_seconds: float = Field(
+        description="the fit and the final validation (older manifests: the whole run)"
+    )
+    epochs_run: int | None = Field(None, description="epochs trained (fewer than asked after an early stop)")
+    best_epoch: int | None = Field(
+        None, description="the epoch (1..epochs_run) whose weights were exported; None when untrained"
+    )
 
     @property
     def python_minor(self) -> str:

@@ -1,4 +1,6 @@
-"""`train`: fit with one-cycle, keep the best epoch, export the learner, write the manifest, prove it reloads."""
+"""`train`: fit with one-cycle, keep the best epoch, export the learner, write the manifest and reports, prove it
+reloads.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner
 
 from training.errors import TrainingError
@@ -29,9 +30,20 @@ from training.manifest import (
     sha256_file,
     write_manifest,
 )
+from training.progress import console, quiet
+from training.reports import History, write_reports
+from training.tracking import BestEpoch
 
 DEFAULT_LR = {"cnn": 1e-2}  # resnets: 2e-3
-VERSIONED = ("torch", "torchvision", "fastai", "fastcore", "fasttransform", "pillow", "learnserve")
+VERSIONED = (
+    "torch",
+    "torchvision",
+    "fastai",
+    "fastcore",
+    "fasttransform",
+    "pillow",
+    "learnserve",
+)
 
 
 @dataclass
@@ -41,7 +53,29 @@ class TrainOptions(ModelOptions):
     lr: str | None = None  # a number, "find", or None for the arch's default
     freeze_epochs: int = 0
     early_stop: int | None = None
+    monitor: str = "valid_loss"
+    reports: Path | None = None  # None: reports/NAME
     verify: bool = True
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.reports or Path("reports") / self.out.stem
+
+
+@dataclass
+class Outcome:
+    manifest: Manifest
+    reports: list[Path]
+
+
+def check_options(opts: TrainOptions) -> None:
+    """Refuse options that would do nothing, or fail after minutes of work, before any data is read."""
+    if opts.freeze_epochs and opts.arch == "cnn":
+        raise TrainingError("--freeze-epochs fine-tunes a pretrained body, and --arch cnn has none: drop it")
+    if opts.freeze_epochs and not opts.pretrained:
+        raise TrainingError(
+            "--freeze-epochs needs --pretrained: a body that starts random has nothing to keep"
+        )
 
 
 def check_writable(out: Path) -> None:
@@ -71,20 +105,37 @@ def resolve_lr(opts: TrainOptions, prepared: Prepared, workdir: Path) -> float:
     return lr
 
 
-def fit(learn: Learner, opts: TrainOptions, lr: float) -> None:
+def fit(learn: Learner, opts: TrainOptions, lr: float) -> tuple[History, BestEpoch]:
+    """One-cycle (or fastai's fine-tune schedule), keeping the best epoch; callbacks are fit-only, never exported."""
+    history, best = History(), BestEpoch(opts.monitor, opts.early_stop)
     if opts.epochs <= 0:
+        return history, best
+    with console(learn) as shown:
+        cbs = [history, best, *shown]
+        if opts.freeze_epochs:
+            fine_tune(learn, opts, lr, history, best, cbs)
+        else:
+            learn.fit_one_cycle(opts.epochs, lr, cbs=cbs)
+    best.restore(learn.model)
+    return history, best
+
+
+def fine_tune(
+    learn: Learner, opts: TrainOptions, lr: float, history: History, best: BestEpoch, cbs: list[Any]
+) -> None:
+    """fastai's `Learner.fine_tune` schedule, as two fits that share one epoch count and one best epoch."""
+    learn.freeze()
+    history.phase = "frozen"
+    learn.fit_one_cycle(opts.freeze_epochs, slice(lr), pct_start=0.99, cbs=cbs)
+    if best.stopped:
         return
-    cbs: list[Any] = [SaveModelCallback(monitor="valid_loss", fname="best")]  # fit-only: never exported
-    if opts.early_stop:
-        cbs.append(EarlyStoppingCallback(monitor="valid_loss", patience=opts.early_stop))
-    if opts.freeze_epochs:
-        learn.fine_tune(opts.epochs, base_lr=lr, freeze_epochs=opts.freeze_epochs, cbs=cbs)
-    else:
-        learn.fit_one_cycle(opts.epochs, lr, cbs=cbs)
+    learn.unfreeze()
+    history.phase = "unfrozen"
+    learn.fit_one_cycle(opts.epochs, slice(lr / 2 / 100, lr / 2), pct_start=0.3, div=5.0, cbs=cbs)
 
 
 def validate(learn: Learner) -> Metrics:
-    with learn.no_bar():
+    with quiet(learn):
         valid_loss, acc, err = learn.validate()
     return Metrics(accuracy=float(acc), error_rate=float(err), valid_loss=float(valid_loss))
 
@@ -110,35 +161,44 @@ def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path
     return got
 
 
-def train(opts: TrainOptions) -> Manifest:
+def train(opts: TrainOptions) -> Outcome:
+    check_options(opts)
     check_writable(opts.out)
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="learnserve-train-") as tmp:
         workdir = Path(tmp)
         prepared = prepare(opts, workdir)
         if opts.epochs > 0:
-            check_batch_size(prepared)
+            check_batch_size(prepared, opts.bs)
         learn = prepared.learn
         lr = resolve_lr(opts, prepared, workdir)
-        fit(learn, opts, lr)
+        started = time.perf_counter()
+        history, best = fit(learn, opts, lr)
         metrics = validate(learn)
         train_seconds = time.perf_counter() - started
         learn.path = Path(".")
         learn.export(opts.out.resolve())
-        manifest = build_manifest(opts, prepared, metrics, lr, train_seconds)
+        manifest = build_manifest(opts, prepared, metrics, lr, train_seconds, best)
         write_manifest(opts.out, manifest)
+        reports = write_reports(history, opts.reports_dir, best.kept)
         if opts.verify:
             got = reload_check(opts.out, prepared, metrics.accuracy, workdir)
             print(f"reload check: a fresh process predicts the validation set at accuracy {got:.4f}")
-    return manifest
+    return Outcome(manifest, reports)
 
 
 def build_manifest(
-    opts: TrainOptions, prepared: Prepared, metrics: Metrics, lr: float, train_seconds: float
+    opts: TrainOptions,
+    prepared: Prepared,
+    metrics: Metrics,
+    lr: float,
+    train_seconds: float,
+    best: BestEpoch,
 ) -> Manifest:
     table = prepared.table
     hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    hyper.update(lr=lr, size=opts.input_size, valid_pct=prepared.split.valid_pct)
+    hyper.update(
+        lr=lr, size=opts.input_size, valid_pct=prepared.split.valid_pct, reports=str(opts.reports_dir)
+    )
     return Manifest(
         name=opts.out.stem,
         classes=[str(c) for c in prepared.learn.dls.vocab],
@@ -165,6 +225,8 @@ def build_manifest(
         sha256=sha256_file(opts.out),
         created_at=datetime.now(UTC),
         train_seconds=round(train_seconds, 2),
+        epochs_run=best.epochs_done,
+        best_epoch=best.kept,
     )
 
 
