@@ -40,12 +40,14 @@ def snapshot(root: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        ([], ["COMMAND", "data", "show", "train", "lr-find", "interpret", "clean", "summary", "examples:"]),
+        ([], ["COMMAND", "data", "show", "train", "lr-find", "interpret", "clean", "summary", "examples:",
+              "torchrun"]),
         (["data"], ["digits", "dest", "--size"]),
         (["show"], ["--out", "--valid", "--augment", "--arch", "--size", "--bs", "--valid-pct", "is_valid"]),
         (["train"], ["--out", "--arch", "--pretrained", "--no-pretrained", "--size", "--bs", "--epochs", "--lr",
                      "--freeze-epochs", "--valid-pct", "--seed", "--early-stop", "--no-verify", "--augment",
-                     "--monitor", "valid_loss,accuracy,error_rate", "--reports", "reports/NAME"]),
+                     "--monitor", "valid_loss,accuracy,error_rate", "--fp16", "--reports", "reports/NAME",
+                     "torchrun"]),
         (["lr-find"], ["--plot", "--arch", "--size", "--bs"]),
         (["interpret"], ["model", "data", "--out", "--top"]),
         (["clean"], ["data", "--decisions"]),
@@ -208,6 +210,20 @@ def test_freeze_epochs_without_pretrained_weights_is_refused(dataset: Path, tmp_
         "1",
     )
     assert_clean_error(code, out, err, "--freeze-epochs needs --pretrained")
+
+
+def test_fp16_without_a_gpu_is_refused(dataset: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --fp16 is allowed")
+    out = tmp_path / "m.pkl"
+    started = time.perf_counter()
+    code, stdout, err = run_cli("train", str(dataset), "--out", str(out), *FAST, "--fp16")
+    assert_clean_error(code, stdout, err, "--fp16", "GPU")
+    assert stdout == ""  # refused before the data is read
+    assert time.perf_counter() - started < 5
+    assert not out.exists()
 
 
 def test_fewer_training_images_than_one_batch(dataset: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from training import distributed
 from training.errors import TrainingError
 
 MONITORS = ("valid_loss", "accuracy", "error_rate")  # the learner's metrics (training.architectures)
@@ -15,6 +16,7 @@ EPILOG = """examples:
   python -m training data digits data/digits
   python -m training show data/digits --augment --out batch.png
   python -m training train data/digits --out models/digits.pkl      # plots in reports/digits/
+  torchrun --nproc_per_node 2 -m training train data/digits --out models/digits.pkl
   python -m training lr-find data/digits --plot lr.png
   python -m training interpret models/digits.pkl data/digits --out reports/digits
   python -m training clean data/digits --decisions reports/digits/top_losses.csv
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train with one-cycle, export NAME.pkl and its NAME.json manifest, plots in reports/NAME/",
+        description="Train with one-cycle and export the learner. Under `torchrun --nproc_per_node N` (or "
+        "`accelerate launch`) N processes train one model together; rank 0 writes every file.",
     )
     add_model_options(p)
     p.add_argument("--out", type=Path, required=True, help="where to write the learner, e.g. models/NAME.pkl")
@@ -103,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATIENCE",
         help="stop after PATIENCE epochs without a better --monitor value",
     )
+    p.add_argument("--fp16", action="store_true", help="mixed-precision training (CUDA GPUs only)")
     p.add_argument(
         "--reports",
         type=Path,
@@ -157,6 +162,8 @@ def run(args: argparse.Namespace) -> None:
 
         opts = TrainOptions(**{k: v for k, v in vars(args).items() if k != "command"})
         outcome = train(opts)
+        if outcome is None:  # a rank other than 0: rank 0 reports
+            return
         manifest = outcome.manifest
         m = manifest.metrics
         kept = (
@@ -167,6 +174,7 @@ def run(args: argparse.Namespace) -> None:
         print(
             f"{kept}: accuracy {m.accuracy:.4f}, error_rate {m.error_rate:.4f}, valid_loss {m.valid_loss:.4f}; "
             f"{manifest.train_seconds:.1f}s of training"
+            + (f" in {manifest.world_size} processes" if manifest.world_size > 1 else "")
         )
         print(f"model:    {opts.out}\nmanifest: {opts.out.with_suffix('.json')}")
         if outcome.reports:
@@ -204,9 +212,14 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if distributed.is_distributed() and args.command != "train":
+            raise TrainingError(
+                f"only `train` runs in several processes; start `{args.command}` without torchrun"
+            )
         run(args)
     except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
+        where = f"[rank {distributed.rank()}] " if distributed.rank() else ""
+        print(f"error: {where}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

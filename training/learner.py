@@ -16,6 +16,7 @@ from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
 from fasttransform import Transform
 
+from training import distributed
 from training.architectures import ARCHS, build_learner
 from training.datasets import ImageTable, load_table
 from training.errors import TrainingError
@@ -74,7 +75,8 @@ def load_data(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Data:
             f"unknown --resize-method '{opts.resize_method}'; choose one of: {', '.join(RESIZE_METHODS)}"
         )
     set_seed(opts.seed, reproducible=True)
-    table = load_table(opts.data)
+    with distributed.rank0_first():  # rank 0 writes the bundled digits if they are missing, the others wait
+        table = load_table(opts.data)
     print(table.report())
     split = make_split(table, opts.valid_pct, opts.seed)
     print(describe(split))

@@ -65,6 +65,9 @@ class Manifest(BaseModel):
     train_seconds: float = Field(
         description="the fit and the final validation (older manifests: the whole run)"
     )
+    world_size: int = Field(
+        1, description="processes that trained the model together (data-parallel); 1: one"
+    )
     epochs_run: int | None = Field(None, description="epochs trained (fewer than asked after an early stop)")
     best_epoch: int | None = Field(
         None, description="the epoch (1..epochs_run) whose weights were exported; None when untrained"

@@ -1,9 +1,10 @@
 """`train`: fit with one-cycle, keep the best epoch, export the learner, write the manifest and reports, prove it
-reloads.
+reloads. Under torchrun every process trains; only rank 0 writes anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 from fastai.learner import Learner
 
+from training import distributed
 from training.errors import TrainingError
 from training.learner import ModelOptions, Prepared, check_batch_size, prepare
 from training.lr_find import find_lr
@@ -42,6 +44,7 @@ VERSIONED = (
     "fastcore",
     "fasttransform",
     "pillow",
+    "accelerate",
     "learnserve",
 )
 
@@ -54,6 +57,7 @@ class TrainOptions(ModelOptions):
     freeze_epochs: int = 0
     early_stop: int | None = None
     monitor: str = "valid_loss"
+    fp16: bool = False
     reports: Path | None = None  # None: reports/NAME
     verify: bool = True
 
@@ -76,6 +80,20 @@ def check_options(opts: TrainOptions) -> None:
         raise TrainingError(
             "--freeze-epochs needs --pretrained: a body that starts random has nothing to keep"
         )
+    if opts.fp16:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainingError(
+                "--fp16 (mixed precision) needs a CUDA GPU and none is available: drop --fp16"
+            )
+    n = distributed.world_size()
+    if n > 1 and opts.lr == "find":
+        raise TrainingError(
+            f"--lr find runs in one process, not {n}: run `python -m training lr-find` first, then pass --lr"
+        )
+    if n > 1 and opts.bs % n:
+        raise TrainingError(f"--bs {opts.bs} (the whole batch) must split evenly over {n} processes")
 
 
 def check_writable(out: Path) -> None:
@@ -110,8 +128,13 @@ def fit(learn: Learner, opts: TrainOptions, lr: float) -> tuple[History, BestEpo
     history, best = History(), BestEpoch(opts.monitor, opts.early_stop)
     if opts.epochs <= 0:
         return history, best
-    with console(learn) as shown:
-        cbs = [history, best, *shown]
+    extra: list[Any] = []
+    if opts.fp16:
+        from fastai.callback.fp16 import MixedPrecision
+
+        extra.append(MixedPrecision())
+    with distributed.data_parallel(learn), console(learn) as shown:
+        cbs = [history, best, *shown, *extra]
         if opts.freeze_epochs:
             fine_tune(learn, opts, lr, history, best, cbs)
         else:
@@ -135,6 +158,7 @@ def fine_tune(
 
 
 def validate(learn: Learner) -> Metrics:
+    # Under torchrun every process validates the whole set (fastai gathers the copies: same figures).
     with quiet(learn):
         valid_loss, acc, err = learn.validate()
     return Metrics(accuracy=float(acc), error_rate=float(err), valid_loss=float(valid_loss))
@@ -147,7 +171,7 @@ def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path
     cmd = [sys.executable, "-m", "training.verify", str(model.resolve()), str(valid_csv)]
     root = str(Path(__file__).resolve().parent.parent)  # so `training` imports even when not pip-installed
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "RANK": "0", "PYTHONPATH": path}
+    env = {**distributed.clean_environment(), "PYTHONPATH": path}  # a single process, not rank 0 of N
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -161,12 +185,25 @@ def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path
     return got
 
 
-def train(opts: TrainOptions) -> Outcome:
+def train(opts: TrainOptions) -> Outcome | None:
+    """Train and export; returns None in the processes other than rank 0, which write nothing."""
     check_options(opts)
-    check_writable(opts.out)
+    if distributed.is_main():
+        check_writable(opts.out)
+    distributed.setup()
+    try:
+        with contextlib.ExitStack() as stack:
+            if not distributed.is_main():  # N copies of every line would say nothing more; errors still show
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            return run(opts)
+    finally:
+        distributed.teardown()
+
+
+def run(opts: TrainOptions) -> Outcome | None:
     with tempfile.TemporaryDirectory(prefix="learnserve-train-") as tmp:
         workdir = Path(tmp)
-        prepared = prepare(opts, workdir)
+        prepared = prepare(opts, workdir, bs=opts.bs // distributed.world_size())
         if opts.epochs > 0:
             check_batch_size(prepared, opts.bs)
         learn = prepared.learn
@@ -175,6 +212,8 @@ def train(opts: TrainOptions) -> Outcome:
         history, best = fit(learn, opts, lr)
         metrics = validate(learn)
         train_seconds = time.perf_counter() - started
+        if not distributed.is_main():
+            return None
         learn.path = Path(".")
         learn.export(opts.out.resolve())
         manifest = build_manifest(opts, prepared, metrics, lr, train_seconds, best)
@@ -225,6 +264,7 @@ def build_manifest(
         sha256=sha256_file(opts.out),
         created_at=datetime.now(UTC),
         train_seconds=round(train_seconds, 2),
+        world_size=distributed.world_size(),
         epochs_run=best.epochs_done,
         best_epoch=best.kept,
     )
