@@ -201,8 +201,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "clean":
         from training.clean import clean
 
-        summary = clean(args.data, args.decisions)
-        print(", ".join(f"{n} {what}" for what, n in sorted(summary.items())) or "no decisions")
+        print(clean(args.data, args.decisions))
     elif args.command == "summary":
         from training.summary import summarize
 
