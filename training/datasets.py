@@ -44,6 +44,7 @@ class ImageTable:
     ignored_non_image: int = 0
     split_by: str | None = None  # "folders" (train/ and valid/) or "column" (a CSV is_valid column)
     ignored_dirs: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # CSV rows naming files that do not exist
 
     @property
     def classes(self) -> list[str]:
@@ -58,6 +59,10 @@ class ImageTable:
             lines.append(f"ignored folders beside train/ and valid/: {', '.join(self.ignored_dirs)}")
         if self.ignored_non_image:
             lines.append(f"ignored {self.ignored_non_image} non-image files")
+        if self.missing:
+            lines.append(
+                f"skipped {len(self.missing)} missing files (in the CSV, not on disk): {shorten(self.missing)}"
+            )
         if self.corrupt:
             lines.append(f"skipped {len(self.corrupt)} corrupt images: {shorten(self.corrupt)}")
         return "\n".join(lines)
@@ -120,10 +125,10 @@ def load_table(data: str) -> ImageTable:
         split_by = "column" if rows and rows[0].is_valid is not None else None
     else:
         raise TrainingError(f"DATA '{data}' must be a folder of class subfolders, a .csv file, or 'digits'")
-    good, corrupt = _verify(rows)
+    good, corrupt, missing = _verify(rows)
     columns = ["path", "label", "is_valid"] if split_by else ["path", "label"]
     frame = pd.DataFrame([r[: len(columns)] for r in good], columns=columns)
-    table = ImageTable(str(source), frame, corrupt, ignored, split_by, ignored_dirs)
+    table = ImageTable(str(source), frame, corrupt, ignored, split_by, ignored_dirs, missing)
     _check_classes(table, source, rows)
     return table
 
@@ -184,14 +189,17 @@ def _parse_is_valid(value: str | None, path: Path, line: int) -> bool:
     raise TrainingError(f"{path} line {line}: is_valid must be true or false (or 1/0, yes/no), got '{value}'")
 
 
-def _verify(rows: list[Row]) -> tuple[list[Row], list[str]]:
-    """Drop files PIL cannot decode (as fastai's verify_images does), keeping the list of them."""
+def _verify(rows: list[Row]) -> tuple[list[Row], list[str], list[str]]:
+    """Drop files that do not exist and files PIL cannot decode (as fastai's verify_images does), listing both."""
     from fastprogress.fastprogress import progress_bar
 
-    good, corrupt = [], []
+    good, corrupt, missing = [], [], []
     show_bar = len(rows) > 2000 and sys.stdout.isatty()
     for row in progress_bar(rows, leave=False) if show_bar else rows:
         if not row.path:
+            continue
+        if not os.path.isfile(row.path):
+            missing.append(row.path)
             continue
         try:
             with Image.open(row.path) as im:
@@ -200,7 +208,7 @@ def _verify(rows: list[Row]) -> tuple[list[Row], list[str]]:
             good.append(row)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             corrupt.append(row.path)
-    return good, corrupt
+    return good, corrupt, missing
 
 
 def _check_classes(table: ImageTable, source: Path, rows: list[Row]) -> None:
@@ -213,7 +221,10 @@ def _check_classes(table: ImageTable, source: Path, rows: list[Row]) -> None:
     empty = [label for label in labels if label not in readable]
     if empty:
         # The skipped files are named here too: the report that lists them is never printed after this error.
-        corrupt = set(table.corrupt)
-        skipped = [row.path for row in rows if row.label in empty and row.path in corrupt]
-        detail = f" (skipped as corrupt: {shorten(skipped)})" if skipped else ""
+        details = []
+        for why, paths in (("corrupt", set(table.corrupt)), ("missing", set(table.missing))):
+            skipped = [row.path for row in rows if row.label in empty and row.path in paths]
+            if skipped:
+                details.append(f"skipped as {why}: {shorten(skipped)}")
+        detail = f" ({'; '.join(details)})" if details else ""
         raise TrainingError(f"class(es) with no readable images in {source}: {', '.join(empty)}{detail}")

@@ -41,6 +41,7 @@ class DatasetInfo(BaseModel):
     train_size: int
     valid_size: int
     skipped_corrupt: int = 0
+    skipped_missing: int = Field(0, description="CSV rows whose file does not exist")
     ignored_non_image: int = 0
     split: str = Field(
         "random",

@@ -256,6 +256,7 @@ def build_manifest(
             train_size=len(prepared.split.train_idx),
             valid_size=len(prepared.split.valid_idx),
             skipped_corrupt=len(table.corrupt),
+            skipped_missing=len(table.missing),
             ignored_non_image=table.ignored_non_image,
             split=prepared.split.kind,
         ),
