@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning"),
 ]
 
-FAST = ("--arch", "cnn", "--size", "16", "--bs", "16", "--epochs", "0")
+FAST = ("--arch", "cnn", "--size", "16", "--bs", "16", "--untrained")
 
 
 def files_under(root: Path) -> set[str]:

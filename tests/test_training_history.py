@@ -37,6 +37,7 @@ def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     code, stdout, err = run_cli("train", str(dataset), "--out", str(out), *FAST, "--epochs", "3",
                                 "--reports", str(reports))  # fmt: skip
     assert code == 0, err
+    assert err == ""  # no warning: above chance, every class validated
     return out, reports, stdout
 
 
@@ -160,3 +161,21 @@ def test_fine_tuning_numbers_both_phases_as_one_run(dataset: Path, tmp_path: Pat
     assert m.best_epoch in (1, 2, 3)
     assert m.hyperparameters["freeze_epochs"] == 1
     assert (tmp_path / "r" / "schedule.png").is_file()
+
+
+def test_lr_find_reports_its_time_apart_from_training(dataset: Path, tmp_path: Path) -> None:
+    out, reports = tmp_path / "m.pkl", tmp_path / "r"
+    code, stdout, err = run_cli("train", str(dataset), "--out", str(out), *FAST, "--epochs", "1", "--lr", "find",
+                                "--reports", str(reports))  # fmt: skip
+    assert code == 0, err
+    m = read_manifest(out)
+    assert m.lr_find_seconds is not None
+    assert m.lr_find_seconds > 0
+    assert m.train_seconds > 0
+    finder = re.search(
+        rf"lr finder \(([\d.]+)s, plot {reports}/lr_find.png\): valley ([\d.e+-]+); training with it", stdout
+    )
+    assert finder, stdout
+    assert m.hyperparameters["lr"] == pytest.approx(float(finder.group(2)), rel=0.01)
+    assert f"{m.train_seconds:.1f}s of training, {m.lr_find_seconds:.1f}s of lr finder before it" in stdout
+    assert (reports / "lr_find.png").is_file()

@@ -1,5 +1,5 @@
 """DATA's own split (train/ and valid/ folders, or a CSV is_valid column), recorded in the manifest and rebuilt by
-`interpret` and honoured by `clean`; the random split stays the default."""
+`interpret` and honoured by `clean`; otherwise a random split, stratified by class unless --no-stratify."""
 
 from __future__ import annotations
 
@@ -93,10 +93,40 @@ def test_interpret_refuses_data_split_differently_than_in_training(
     assert_clean_error(code, err, "folders split", "no split of its own")
 
 
-def test_random_split_stays_the_default(tiny_model: Path) -> None:
-    d = read_manifest(tiny_model).dataset
-    assert d.split == "random"
-    assert read_manifest(tiny_model).hyperparameters["valid_pct"] == 0.2
+def test_the_default_split_is_random_and_stratified_by_class(tiny_model: Path, dataset: Path) -> None:
+    m = read_manifest(tiny_model)
+    assert (m.dataset.split, m.hyperparameters["valid_pct"], m.hyperparameters["stratify"]) == (
+        "stratified",
+        0.2,
+        None,
+    )
+    frame = validation_frame(tiny_model, str(dataset))  # rebuilt from the manifest, as interpret does
+    assert frame["label"].value_counts().to_dict() == dict.fromkeys(COLORS, 3)  # round(0.2 * 16) of each
+    assert len(frame) == m.dataset.valid_size
+
+
+def test_no_stratify_is_fastais_random_splitter(dataset: Path, tmp_path: Path) -> None:
+    from fastai.data.transforms import RandomSplitter
+
+    out = tmp_path / "m.pkl"
+    code, stdout, err = run_cli("train", str(dataset), "--out", str(out), "--size", "16", "--untrained",
+                                "--no-stratify", "--seed", "7", "--no-verify")  # fmt: skip
+    assert code == 0, err
+    assert "split random 0.2: 39 training, 9 validation images" in stdout
+    assert read_manifest(out).dataset.split == "random"
+    table_paths = sorted(str(p.resolve()) for p in dataset.rglob("*.png"))
+    _, valid = RandomSplitter(0.2, seed=7)(table_paths)
+    assert set(validation_frame(out, str(dataset))["path"]) == {table_paths[i] for i in valid}
+
+
+def test_a_class_too_small_to_validate_is_warned_about(dataset: Path, tmp_path: Path) -> None:
+    data = shutil.copytree(dataset, tmp_path / "colors")
+    (data / "purple").mkdir()
+    shutil.copy(data / "red" / "red_00.png", data / "purple" / "only.png")
+    code, _, err = run_cli("train", str(data), "--out", str(tmp_path / "m.pkl"), *FAST, "--no-verify",
+                                "--reports", str(tmp_path / "r"))  # fmt: skip
+    assert code == 0, err
+    assert "warning: no validation images for class(es) purple: their accuracy is not measured" in err
 
 
 def test_valid_pct_with_the_datas_own_split_is_refused(
@@ -105,7 +135,9 @@ def test_valid_pct_with_the_datas_own_split_is_refused(
     data, _, _ = folders
     out = tmp_path / "m.pkl"
     code, _, err = run_cli("train", str(data), "--out", str(out), *FAST, "--valid-pct", "0.3")
-    assert_clean_error(code, err, "--valid-pct does nothing", "train/ and valid/ folders")
+    assert_clean_error(code, err, "--valid-pct does nothing here", "train/ and valid/ folders")
+    code, _, err = run_cli("train", str(data), "--out", str(out), *FAST, "--no-stratify")
+    assert_clean_error(code, err, "--[no-]stratify does nothing here")
     assert not out.exists()
 
 

@@ -17,12 +17,11 @@ from fastai.vision.data import ImageBlock
 from fasttransform import Transform
 
 from training import distributed
-from training.architectures import ARCHS, build_learner
-from training.datasets import ImageTable, load_table
-from training.errors import TrainingError
-from training.splits import Split, describe, make_split
-
-RESIZE_METHODS = ("squish", "crop", "pad")
+from training.architectures import build_learner
+from training.cli import ARCHS, RESIZE_METHODS
+from training.datasets import ImageTable, load_table, shorten
+from training.errors import TrainingError, warn
+from training.splits import Split, describe, make_split, unvalidated_classes
 
 
 @dataclass
@@ -35,6 +34,9 @@ class ModelOptions:
     size: int | None = None  # None: 28 for cnn, 224 for the resnets
     bs: int = 64
     valid_pct: float | None = None  # None: the data's own split, else 0.2 at random
+    stratify: bool | None = (
+        None  # None: stratified when the split is random (refused with the data's own split)
+    )
     seed: int = 42
     resize_method: str = "squish"
     augment: bool = False
@@ -78,8 +80,11 @@ def load_data(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Data:
     with distributed.rank0_first():  # rank 0 writes the bundled digits if they are missing, the others wait
         table = load_table(opts.data)
     print(table.report())
-    split = make_split(table, opts.valid_pct, opts.seed)
+    split = make_split(table, opts.valid_pct, opts.seed, opts.stratify)
     print(describe(split))
+    missing = unvalidated_classes(table, split)
+    if missing:
+        warn(f"no validation images for class(es) {shorten(missing)}: their accuracy is not measured")
     block = DataBlock(
         blocks=(ImageBlock, CategoryBlock),
         get_x=ColReader("path"),  # fastai built-ins only: the pickle must load without this package

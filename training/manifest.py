@@ -45,8 +45,9 @@ class DatasetInfo(BaseModel):
     ignored_non_image: int = 0
     split: str = Field(
         "random",
-        description="how validation images were chosen: random (seed, valid_pct in hyperparameters), "
-        "folders (DATA/train and DATA/valid) or column (a CSV is_valid column)",
+        description="how validation images were chosen: stratified (the same share of every class) or random "
+        "(seed and valid_pct in hyperparameters), folders (DATA/train and DATA/valid) or column (a CSV is_valid "
+        "column)",
     )
 
 
@@ -69,6 +70,7 @@ class Manifest(BaseModel):
     world_size: int = Field(
         1, description="processes that trained the model together (data-parallel); 1: one"
     )
+    lr_find_seconds: float | None = Field(None, description="the lr finder's run before training (--lr find)")
     epochs_run: int | None = Field(None, description="epochs trained (fewer than asked after an early stop)")
     best_epoch: int | None = Field(
         None, description="the epoch (1..epochs_run) whose weights were exported; None when untrained"

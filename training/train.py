@@ -19,9 +19,9 @@ from typing import Any
 from fastai.learner import Learner
 
 from training import distributed
-from training.errors import TrainingError
+from training.errors import TrainingError, warn
 from training.learner import ModelOptions, Prepared, check_batch_size, prepare
-from training.lr_find import find_lr
+from training.lr_find import USED, find_lr
 from training.manifest import (
     DatasetInfo,
     Manifest,
@@ -60,6 +60,7 @@ class TrainOptions(ModelOptions):
     fp16: bool = False
     reports: Path | None = None  # None: reports/NAME
     verify: bool = True
+    untrained: bool = False  # --untrained: epochs is 0 on purpose
 
     @property
     def reports_dir(self) -> Path:
@@ -70,6 +71,18 @@ class TrainOptions(ModelOptions):
 class Outcome:
     manifest: Manifest
     reports: list[Path]
+
+    def summary(self) -> str:
+        """The last line: which epoch was kept, its figures, and where the time went."""
+        m = self.manifest
+        kept = f"kept epoch {m.best_epoch} of {m.epochs_run}" if m.best_epoch else "untrained"
+        seconds = f"{m.train_seconds:.1f}s of training"
+        if m.world_size > 1:
+            seconds += f" in {m.world_size} processes"
+        if m.lr_find_seconds is not None:
+            seconds += f", {m.lr_find_seconds:.1f}s of lr finder before it"
+        x = m.metrics
+        return f"{kept}: accuracy {x.accuracy:.4f}, error_rate {x.error_rate:.4f}, valid_loss {x.valid_loss:.4f}; {seconds}"
 
 
 def check_options(opts: TrainOptions) -> None:
@@ -107,20 +120,25 @@ def check_writable(out: Path) -> None:
         raise TrainingError(f"cannot write --out {out}: {e.strerror or e}") from e
 
 
-def resolve_lr(opts: TrainOptions, prepared: Prepared, workdir: Path) -> float:
+def resolve_lr(opts: TrainOptions, prepared: Prepared, reports: Path) -> tuple[float, float | None]:
+    """The learning rate, and the lr finder's seconds when it ran (its plot goes with the reports)."""
     if opts.lr is None:
-        return DEFAULT_LR.get(opts.arch, 2e-3)
+        return DEFAULT_LR.get(opts.arch, 2e-3), None
     if opts.lr == "find":
-        suggestions = find_lr(prepared.learn, plot=workdir / "lr.png")
-        print(f"lr finder suggests valley={suggestions['valley']:.2e}; training with it")
-        return suggestions["valley"]
+        started = time.perf_counter()
+        suggestions = find_lr(prepared.learn, plot=reports / "lr_find.png")
+        seconds = time.perf_counter() - started
+        print(
+            f"lr finder ({seconds:.1f}s, plot {reports / 'lr_find.png'}): {USED} {suggestions[USED]:.2e}; training with it"
+        )
+        return suggestions[USED], seconds
     try:
         lr = float(opts.lr)
     except ValueError:
         raise TrainingError(f"--lr must be a number or 'find', got '{opts.lr}'") from None
     if not lr > 0:
         raise TrainingError(f"--lr must be positive, got {opts.lr}")
-    return lr
+    return lr, None
 
 
 def fit(learn: Learner, opts: TrainOptions, lr: float) -> tuple[History, BestEpoch]:
@@ -162,6 +180,19 @@ def validate(learn: Learner) -> Metrics:
     with quiet(learn):
         valid_loss, acc, err = learn.validate()
     return Metrics(accuracy=float(acc), error_rate=float(err), valid_loss=float(valid_loss))
+
+
+def warn_if_chance(prepared: Prepared, accuracy: float) -> None:
+    """Warn when the accuracy is within two standard deviations of always answering the commonest class: at that
+    level the model has learned nothing measurable on this validation set."""
+    counts = prepared.valid_frame()["label"].value_counts()
+    n, chance = int(counts.sum()), float(counts.max() / counts.sum())
+    if accuracy <= chance + 2 * (chance * (1 - chance) / n) ** 0.5:
+        warn(
+            f"validation accuracy {accuracy:.4f} is at chance level: always answering '{counts.idxmax()}' scores "
+            f"{chance:.4f} on these {n} images. The model has not learned; try more epochs, another --lr "
+            "(lr-find), or check the labels"
+        )
 
 
 def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path) -> float:
@@ -207,18 +238,21 @@ def run(opts: TrainOptions) -> Outcome | None:
         if opts.epochs > 0:
             check_batch_size(prepared, opts.bs)
         learn = prepared.learn
-        lr = resolve_lr(opts, prepared, workdir)
+        lr, lr_find_seconds = resolve_lr(opts, prepared, opts.reports_dir)
         started = time.perf_counter()
         history, best = fit(learn, opts, lr)
         metrics = validate(learn)
         train_seconds = time.perf_counter() - started
         if not distributed.is_main():
             return None
+        warn_if_chance(prepared, metrics.accuracy)
         learn.path = Path(".")
         learn.export(opts.out.resolve())
-        manifest = build_manifest(opts, prepared, metrics, lr, train_seconds, best)
+        manifest = build_manifest(opts, prepared, metrics, lr, (train_seconds, lr_find_seconds), best)
         write_manifest(opts.out, manifest)
         reports = write_reports(history, opts.reports_dir, best.kept)
+        if lr_find_seconds is not None:
+            reports.append(opts.reports_dir / "lr_find.png")
         if opts.verify:
             got = reload_check(opts.out, prepared, metrics.accuracy, workdir)
             print(f"reload check: a fresh process predicts the validation set at accuracy {got:.4f}")
@@ -230,7 +264,7 @@ def build_manifest(
     prepared: Prepared,
     metrics: Metrics,
     lr: float,
-    train_seconds: float,
+    seconds: tuple[float, float | None],  # training, and the lr finder's when it ran
     best: BestEpoch,
 ) -> Manifest:
     table = prepared.table
@@ -264,7 +298,8 @@ def build_manifest(
         versions=library_versions(VERSIONED),
         sha256=sha256_file(opts.out),
         created_at=datetime.now(UTC),
-        train_seconds=round(train_seconds, 2),
+        train_seconds=round(seconds[0], 2),
+        lr_find_seconds=None if seconds[1] is None else round(seconds[1], 2),
         world_size=distributed.world_size(),
         epochs_run=best.epochs_done,
         best_epoch=best.kept,
