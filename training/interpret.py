@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 from fastai.interpret import ClassificationInterpretation
+from fastai.learner import Learner
 from PIL import Image
 
 from training.datasets import ImageTable, load_table, shorten
@@ -19,6 +20,7 @@ from training.errors import TrainingError, warn
 from training.loading import load_verified, read_model_manifest
 from training.manifest import Manifest
 from training.plots import plt, save_current_figure
+from training.progress import quiet
 from training.splits import DESCRIBED, RANDOM_KINDS, given_split, random_split
 
 TOP_LOSSES_COLUMNS = ["path", "actual", "predicted", "loss", "predicted_probability", "actual_probability"]
@@ -65,6 +67,13 @@ def warn_if_changed(manifest: Manifest, table: ImageTable, data: str) -> None:
 
 def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, str, int]]:
     learn, manifest = load_verified(model)
+    with quiet(learn):  # fastai runs get_preds for the confusion matrix too: no bars off a terminal
+        return interpret_with(learn, manifest, model, data, out, k)
+
+
+def interpret_with(
+    learn: Learner, manifest: Manifest, model: Path, data: str, out: Path, k: int
+) -> list[tuple[str, str, int]]:
     table = load_table(data)
     warn_if_changed(manifest, table, data)
     frame = rebuild_validation(manifest, table, model, data)
@@ -74,9 +83,8 @@ def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, 
         frame = frame[frame["label"].isin(vocab)].reset_index(drop=True)
         print(f"ignoring validation images of classes the model does not know: {', '.join(unknown)}")
     dl = learn.dls.test_dl(frame, with_labels=True, num_workers=0)
-    with learn.no_bar():
-        interp = ClassificationInterpretation.from_learner(learn, dl=dl)
-        all_probs, _ = learn.get_preds(dl=dl)  # fastai 2.8's Interpretation keeps losses only, not preds
+    interp = ClassificationInterpretation.from_learner(learn, dl=dl)
+    all_probs, _ = learn.get_preds(dl=dl)  # fastai 2.8's Interpretation keeps losses only, not preds
     out.mkdir(parents=True, exist_ok=True)
 
     interp.plot_confusion_matrix(figsize=(6, 6))
@@ -102,7 +110,7 @@ def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, 
 
 
 def plot_top_losses(rows: list[dict[str, object]], base: Path, path: Path) -> Path:
-    """The images behind the top losses, each titled with its file name, so the CSV row is easy to find."""
+    """The images behind the top losses, each titled with its path in the data folder, as in the CSV."""
     ncols = max(1, math.ceil(math.sqrt(len(rows))))
     nrows = max(1, math.ceil(len(rows) / ncols))
     _, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False)
@@ -112,7 +120,7 @@ def plot_top_losses(rows: list[dict[str, object]], base: Path, path: Path) -> Pa
         with Image.open(base / str(row["path"])) as im:
             ax.imshow(im.convert("RGB"))
         ax.set_title(
-            f"{Path(str(row['path'])).name}\npredicted {row['predicted']} ({row['predicted_probability']:.2f})\n"
+            f"{row['path']}\npredicted {row['predicted']} ({row['predicted_probability']:.2f})\n"
             f"actual {row['actual']} ({row['actual_probability']:.2f}), loss {row['loss']:.2f}",
             fontsize=9,
         )
