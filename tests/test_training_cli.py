@@ -260,12 +260,11 @@ def test_untrained_exports_a_model_that_was_never_trained(dataset: Path, tmp_pat
 
     out = tmp_path / "m.pkl"
     code, stdout, err = run_cli("train", str(dataset), "--out", str(out), "--size", "16", "--epochs", "0",
-                                "--untrained", "--reports", str(tmp_path / "r"))  # fmt: skip
+                                "--untrained", "--no-verify", "--reports", str(tmp_path / "r"))  # fmt: skip
     assert code == 0, err
     m = read_manifest(out)
     assert (m.hyperparameters["epochs"], m.epochs_run, m.best_epoch) == (0, 0, None)
     assert "untrained: accuracy" in stdout
-    assert "reload check" in stdout
     assert "at chance level: always answering '" in err  # an untrained model has learned nothing
     assert "The model has not learned" in err
     assert not (tmp_path / "r").exists()  # no epochs, no history or plots

@@ -1,18 +1,14 @@
-"""`train`: fit with one-cycle, keep the best epoch, export the learner, write the manifest and reports, prove it
-reloads. Under torchrun every process trains; only rank 0 writes anything.
+"""`train`: data, learner, fit with one-cycle keeping the best epoch, then export (training/export.py) and reports.
+Under torchrun every process trains; only rank 0 writes anything.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,33 +16,15 @@ from fastai.learner import Learner
 
 from training import distributed
 from training.errors import TrainingError, warn
+from training.export import export, reload_check
 from training.learner import ModelOptions, Prepared, check_batch_size, prepare
 from training.lr_find import USED, find_lr
-from training.manifest import (
-    DatasetInfo,
-    Manifest,
-    Metrics,
-    Normalization,
-    Preprocessing,
-    library_versions,
-    sha256_file,
-    write_manifest,
-)
+from training.manifest import Manifest, Metrics
 from training.progress import console, quiet
 from training.reports import History, write_reports
 from training.tracking import BestEpoch
 
 DEFAULT_LR = {"cnn": 1e-2}  # resnets: 2e-3
-VERSIONED = (
-    "torch",
-    "torchvision",
-    "fastai",
-    "fastcore",
-    "fasttransform",
-    "pillow",
-    "accelerate",
-    "learnserve",
-)
 
 
 @dataclass
@@ -195,27 +173,6 @@ def warn_if_chance(prepared: Prepared, accuracy: float) -> None:
         )
 
 
-def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path) -> float:
-    """Load the export in a fresh interpreter, in another directory, and predict the validation set there."""
-    valid_csv = workdir / "valid.csv"
-    prepared.valid_frame().to_csv(valid_csv, index=False)
-    cmd = [sys.executable, "-m", "training.verify", str(model.resolve()), str(valid_csv)]
-    root = str(Path(__file__).resolve().parent.parent)  # so `training` imports even when not pip-installed
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**distributed.clean_environment(), "PYTHONPATH": path}  # a single process, not rank 0 of N
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TrainingError(f"the exported model does not load in a fresh process: {last}")
-    got = float(json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"])
-    n = len(prepared.split.valid_idx)
-    if abs(got - expected) * n > 1 + 1e-6:  # allow one borderline image to flip on float noise
-        raise TrainingError(
-            f"reload check failed: accuracy {got:.4f} in a fresh process vs {expected:.4f} in training"
-        )
-    return got
-
-
 def train(opts: TrainOptions) -> Outcome | None:
     """Train and export; returns None in the processes other than rank 0, which write nothing."""
     check_options(opts)
@@ -246,10 +203,7 @@ def run(opts: TrainOptions) -> Outcome | None:
         if not distributed.is_main():
             return None
         warn_if_chance(prepared, metrics.accuracy)
-        learn.path = Path(".")
-        learn.export(opts.out.resolve())
-        manifest = build_manifest(opts, prepared, metrics, lr, (train_seconds, lr_find_seconds), best)
-        write_manifest(opts.out, manifest)
+        manifest = export(opts, prepared, metrics, lr, (train_seconds, lr_find_seconds), best)
         reports = write_reports(history, opts.reports_dir, best.kept)
         if lr_find_seconds is not None:
             reports.append(opts.reports_dir / "lr_find.png")
@@ -257,57 +211,3 @@ def run(opts: TrainOptions) -> Outcome | None:
             got = reload_check(opts.out, prepared, metrics.accuracy, workdir)
             print(f"reload check: a fresh process predicts the validation set at accuracy {got:.4f}")
     return Outcome(manifest, reports)
-
-
-def build_manifest(
-    opts: TrainOptions,
-    prepared: Prepared,
-    metrics: Metrics,
-    lr: float,
-    seconds: tuple[float, float | None],  # training, and the lr finder's when it ran
-    best: BestEpoch,
-) -> Manifest:
-    table = prepared.table
-    hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    hyper.update(
-        lr=lr, size=opts.input_size, valid_pct=prepared.split.valid_pct, reports=str(opts.reports_dir)
-    )
-    return Manifest(
-        name=opts.out.stem,
-        classes=[str(c) for c in prepared.learn.dls.vocab],
-        arch=opts.arch,
-        input_size=opts.input_size,
-        preprocessing=Preprocessing(
-            resize_method=opts.resize_method,
-            size=opts.input_size,
-            normalize=normalization(prepared.learn),
-            augment=opts.augment,
-        ),
-        metrics=metrics,
-        dataset=DatasetInfo(
-            source=table.source,
-            counts=table.counts(),
-            train_size=len(prepared.split.train_idx),
-            valid_size=len(prepared.split.valid_idx),
-            skipped_corrupt=len(table.corrupt),
-            skipped_missing=len(table.missing),
-            ignored_non_image=table.ignored_non_image,
-            split=prepared.split.kind,
-        ),
-        hyperparameters=hyper,
-        versions=library_versions(VERSIONED),
-        sha256=sha256_file(opts.out),
-        created_at=datetime.now(UTC),
-        train_seconds=round(seconds[0], 2),
-        lr_find_seconds=None if seconds[1] is None else round(seconds[1], 2),
-        world_size=distributed.world_size(),
-        epochs_run=best.epochs_done,
-        best_epoch=best.kept,
-    )
-
-
-def normalization(learn: Learner) -> Normalization | None:
-    for tfm in learn.dls.after_batch.fs:
-        if type(tfm).__name__ == "Normalize":
-            return Normalization(mean=tfm.mean.flatten().tolist(), std=tfm.std.flatten().tolist())
-    return None
