@@ -3,6 +3,7 @@ line, and bad data or an impossible request with one `error:` line; exit 2 eithe
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -236,7 +237,9 @@ def test_option_values_are_checked_before_slow_imports_and_the_data_scan(tmp_pat
         "except SystemExit as e:\n"
         "    print(e.code, sorted({'torch', 'fastai', 'pandas', 'PIL'} & set(sys.modules)))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    root = str(Path(__file__).resolve().parent.parent)  # this checkout's training, whatever is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "2 []", proc.stderr
     assert "argument --lr" in proc.stderr
 
