@@ -54,7 +54,7 @@ def tiny_model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "colors.pkl"
     code, stdout, stderr = run_cli(
         "train", str(dataset), "--out", str(out), "--arch", "cnn", "--size", "32",
-        "--epochs", "2", "--bs", "16", "--lr", "1e-2", "--augment",
+        "--epochs", "2", "--bs", "16", "--lr", "1e-2", "--augment", "--reports", str(out.parent / "reports"),
     )  # fmt: skip
     assert code == 0, stderr
     assert "reload check" in stdout

@@ -65,10 +65,12 @@ def test_clean_moves_deleted_and_relabelled_files_and_keeps_the_rest(data: Path,
     assert {k: v for k, v in before.items() if k not in moved} == {
         k: v for k, v in after.items() if not k.startswith("_removed/") and k != "green/red_01.png"
     }
-    assert "2 deleted (moved to _removed)" in out
-    assert "1 relabelled to green" in out
-    assert "2 kept" in out
-    assert "1 unchanged" in out
+    assert out.splitlines() == [
+        "moved red/red_00.png -> _removed/red/red_00.png",
+        "moved red/red_01.png -> green/red_01.png",
+        "moved blue/blue_03.png -> _removed/blue/blue_03.png",
+        "2 deleted (moved to _removed), 2 kept, 1 relabelled to green, 1 unchanged",
+    ]
 
 
 def test_clean_twice_changes_nothing_the_second_time(data: Path, tmp_path: Path) -> None:
@@ -160,3 +162,46 @@ def test_clean_refuses_a_name_clash_before_moving_anything(data: Path, tmp_path:
     assert err.startswith("error:")
     assert "already there" in err
     assert snapshot(data) == before
+
+
+def test_actions_are_read_case_insensitively(data: Path, tmp_path: Path) -> None:
+    decisions = write_decisions(
+        tmp_path / "decisions.csv",
+        [("red/red_00.png", "Delete"), ("red/red_01.png", "GREEN"), ("red/red_02.png", "Keep")],
+    )
+    code, out, err = run_cli("clean", str(data), "--decisions", str(decisions))
+    assert code == 0, err
+    assert (data / "_removed" / "red" / "red_00.png").is_file()
+    assert (data / "green" / "red_01.png").is_file()
+    assert (data / "red" / "red_02.png").is_file()
+    assert "1 relabelled to green" in out
+
+
+def test_two_rows_for_one_file_are_refused_before_moving_anything(data: Path, tmp_path: Path) -> None:
+    before = snapshot(data)
+    decisions = write_decisions(
+        tmp_path / "decisions.csv",
+        [
+            ("red/red_00.png", "delete"),
+            ("blue/blue_01.png", "keep"),
+            (str(data / "red" / "red_00.png"), "green"),
+        ],
+    )
+    code, _, err = run_cli("clean", str(data), "--decisions", str(decisions))
+    assert code == 2
+    assert err == f"error: lines 2 and 4 of {decisions} both decide about red/red_00.png: keep one\n"
+    assert snapshot(data) == before
+
+
+def test_missing_paths_are_named(data: Path, tmp_path: Path) -> None:
+    decisions = write_decisions(
+        tmp_path / "decisions.csv",
+        [("red/gone.png", "delete"), ("red/red_00.png", "delete"), ("blue/x.png", "keep")],
+    )
+    code, out, err = run_cli("clean", str(data), "--decisions", str(decisions))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "missing: red/gone.png (line 2): not in the data folder" in lines
+    assert "missing: blue/x.png (line 4): not in the data folder" in lines
+    assert "moved red/red_00.png -> _removed/red/red_00.png" in lines
+    assert lines[-1] == "1 deleted (moved to _removed), 2 missing"

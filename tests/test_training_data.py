@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning"),
 ]
 
-FAST = ("--arch", "cnn", "--size", "16", "--bs", "16", "--epochs", "0")
+FAST = ("--arch", "cnn", "--size", "16", "--bs", "16", "--untrained")
 
 
 def files_under(root: Path) -> set[str]:
@@ -99,3 +99,35 @@ def test_junk_and_corrupt_files_are_skipped_and_nothing_in_data_is_deleted(
     assert (d.skipped_corrupt, d.ignored_non_image) == (2, 2)
     assert sum(d.counts.values()) == 48
     assert files_under(data) == before  # train never deletes or moves anything in DATA
+
+
+def test_csv_rows_naming_absent_files_are_missing_not_corrupt(dataset: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    rows = [("path", "label")]
+    rows += [(str(p), "red") for p in sorted((dataset / "red").iterdir())[:6]]
+    rows += [(str(p), "blue") for p in sorted((dataset / "blue").iterdir())[:6]]
+    rows += [("nowhere/ghost.png", "blue")]
+    with labels.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    out = tmp_path / "m.pkl"
+    code, stdout, err = run_cli("train", str(labels), "--out", str(out), *FAST, "--no-verify")
+    assert code == 0, err
+    assert (
+        f"skipped 1 missing files (in the CSV, not on disk): {tmp_path / 'nowhere' / 'ghost.png'}" in stdout
+    )
+    assert "corrupt" not in stdout
+    d = read_manifest(out).dataset
+    assert (d.skipped_missing, d.skipped_corrupt) == (1, 0)
+
+
+def test_a_class_whose_files_are_all_missing_is_named_with_them(dataset: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    rows = [("path", "label"), *[(str(p), "red") for p in sorted((dataset / "red").iterdir())[:6]]]
+    rows += [(str(p), "blue") for p in sorted((dataset / "blue").iterdir())[:6]]
+    rows += [("ghost1.png", "green"), ("ghost2.png", "green")]
+    with labels.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    code, _, err = run_cli("train", str(labels), "--out", str(tmp_path / "m.pkl"), *FAST)
+    assert code == 2
+    assert err.startswith("error: class(es) with no readable images in ")
+    assert f"green (skipped as missing: {tmp_path / 'ghost1.png'}, {tmp_path / 'ghost2.png'})" in err

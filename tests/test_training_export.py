@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -23,6 +24,9 @@ pytestmark = [
 ]
 
 N_IMAGES = 3 * 16  # conftest's dataset: three colours, 16 images each
+ROOT = Path(__file__).resolve().parent.parent
+# subprocesses import this checkout's `training`, whatever the environment has installed
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
 def test_manifest_sits_next_to_the_model(tiny_model: Path) -> None:
@@ -104,7 +108,7 @@ def test_manifest_imports_without_fastai_or_torch() -> None:
         "heavy = sorted({'torch', 'fastai', 'torchvision'} & set(sys.modules)); "
         "assert not heavy, heavy"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -118,6 +122,7 @@ def test_verify_in_a_fresh_process_matches_manifest(tiny_model: Path, dataset: P
     proc = subprocess.run(
         [sys.executable, "-m", "training.verify", str(tiny_model), str(valid_csv)],
         cwd=elsewhere,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=120,

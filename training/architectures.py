@@ -17,10 +17,12 @@ from fastai.vision.learner import vision_learner
 from torch import nn
 from torchvision import models
 
+from training import distributed
+from training.cli import ARCHS
 from training.errors import TrainingError
 
 RESNETS = {"resnet18": models.resnet18, "resnet34": models.resnet34, "resnet50": models.resnet50}
-ARCHS = ("cnn", *RESNETS)
+assert ("cnn", *RESNETS) == ARCHS, "training.cli offers the architectures built here"
 
 
 def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -70,5 +72,6 @@ def build_learner(dls: Any, arch: str, pretrained: bool, path: Path) -> Learner:
             raise TrainingError("--arch cnn has no pretrained weights; use --no-pretrained or a resnet")
         return Learner(dls, small_cnn(dls.c), metrics=metrics, path=path)
     if pretrained:
-        ensure_pretrained_weights(arch)
+        with distributed.rank0_first():  # one download into a shared TORCH_HOME, not one per process
+            ensure_pretrained_weights(arch)
     return vision_learner(dls, RESNETS[arch], pretrained=pretrained, metrics=metrics, path=path)

@@ -1,15 +1,17 @@
-"""Datasets: the bundled digits set, class folders and CSV files, checked and turned into fastai DataLoaders.
+"""Datasets: the bundled digits set, class folders and CSV files, checked and turned into one table of images.
 
-Every source becomes one table of absolute `path,label` rows, so splitting, training, the reload check and
-`interpret` all see the same items in the same order.
+Every source becomes one table of absolute `path,label` rows (plus `is_valid` when the data says which images
+validate), so splitting, training, the reload check and `interpret` all see the same items in the same order.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,17 @@ from training.errors import TrainingError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 REMOVED_DIR = "_removed"  # where `clean` moves deleted files; never read as a class
+SPLIT_DIRS = (
+    "train",
+    "valid",
+)  # DATA/train/<class>/..., DATA/valid/<class>/... (fastai's GrandparentSplitter names)
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes"}, {"0", "false", "no"}
+
+
+class Row(NamedTuple):
+    path: str  # absolute; "" stands for a class folder without a single image file
+    label: str
+    is_valid: bool | None = None  # None: the data does not say
 
 
 @dataclass
@@ -26,9 +39,12 @@ class ImageTable:
     """The verified items of a dataset, in a stable order."""
 
     source: str
-    frame: pd.DataFrame  # columns: path (absolute str), label (str)
+    frame: pd.DataFrame  # columns: path (absolute str), label (str), and is_valid (bool) when split_by is set
     corrupt: list[str] = field(default_factory=list)
     ignored_non_image: int = 0
+    split_by: str | None = None  # "folders" (train/ and valid/) or "column" (a CSV is_valid column)
+    ignored_dirs: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # CSV rows naming files that do not exist
 
     @property
     def classes(self) -> list[str]:
@@ -39,12 +55,21 @@ class ImageTable:
 
     def report(self) -> str:
         lines = [f"{len(self.frame)} images in {len(self.classes)} classes from {self.source}"]
+        if self.ignored_dirs:
+            lines.append(f"ignored folders beside train/ and valid/: {', '.join(self.ignored_dirs)}")
         if self.ignored_non_image:
             lines.append(f"ignored {self.ignored_non_image} non-image files")
+        if self.missing:
+            lines.append(
+                f"skipped {len(self.missing)} missing files (in the CSV, not on disk): {shorten(self.missing)}"
+            )
         if self.corrupt:
-            shown = ", ".join(self.corrupt[:5]) + (" ..." if len(self.corrupt) > 5 else "")
-            lines.append(f"skipped {len(self.corrupt)} corrupt images: {shown}")
+            lines.append(f"skipped {len(self.corrupt)} corrupt images: {shorten(self.corrupt)}")
         return "\n".join(lines)
+
+
+def shorten(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def digits_home() -> Path:
@@ -85,88 +110,121 @@ def resolve_source(data: str) -> Path:
 
 def load_table(data: str) -> ImageTable:
     source = resolve_source(data)
-    if source.is_dir():
+    split_by, ignored_dirs = None, []
+    if source.is_dir() and is_split_layout(source):
+        rows: list[Row] = []
+        ignored = 0
+        for name in SPLIT_DIRS:
+            found, n = _scan_folder(source / name, is_valid=name == "valid")
+            rows, ignored = rows + found, ignored + n
+        split_by, ignored_dirs = "folders", [d.name for d in class_dirs(source) if d.name not in SPLIT_DIRS]
+    elif source.is_dir():
         rows, ignored = _scan_folder(source)
     elif source.suffix.lower() == ".csv":
         rows, ignored = _read_csv(source), 0
+        split_by = "column" if rows and rows[0].is_valid is not None else None
     else:
         raise TrainingError(f"DATA '{data}' must be a folder of class subfolders, a .csv file, or 'digits'")
-    good, corrupt = _verify(rows)
-    frame = pd.DataFrame(good, columns=["path", "label"])
-    table = ImageTable(str(source), frame, corrupt, ignored)
+    good, corrupt, missing = _verify(rows)
+    columns = ["path", "label", "is_valid"] if split_by else ["path", "label"]
+    frame = pd.DataFrame([r[: len(columns)] for r in good], columns=columns)
+    table = ImageTable(str(source), frame, corrupt, ignored, split_by, ignored_dirs, missing)
     _check_classes(table, source, rows)
     return table
 
 
-def _scan_folder(root: Path) -> tuple[list[tuple[str, str]], int]:
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
-    rows: list[tuple[str, str]] = []
+def class_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+
+
+def is_split_layout(root: Path) -> bool:
+    """DATA/train/ and DATA/valid/ both hold class folders (and no loose images): a split the user made."""
+    for name in SPLIT_DIRS:
+        d = root / name
+        if not d.is_dir() or not class_dirs(d):
+            return False
+        if any(f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in d.iterdir()):
+            return False  # images directly in train/: then `train` is a class
+    return True
+
+
+def _scan_folder(root: Path, is_valid: bool | None = None) -> tuple[list[Row], int]:
+    dirs = class_dirs(root)
+    rows: list[Row] = []
     ignored = 0
-    for class_dir in class_dirs:
+    for class_dir in dirs:
         for f in sorted(class_dir.rglob("*")):
             if not f.is_file():
                 continue
             if f.suffix.lower() in IMAGE_EXTENSIONS:
-                rows.append((str(f.resolve()), class_dir.name))
+                rows.append(Row(str(f.resolve()), class_dir.name, is_valid))
             else:
                 ignored += 1
     # Classes with no image at all still count, so the user hears about an empty class by name.
-    for class_dir in class_dirs:
-        if not any(label == class_dir.name for _, label in rows):
-            rows.append(("", class_dir.name))
+    for class_dir in dirs:
+        if not any(row.label == class_dir.name for row in rows):
+            rows.append(Row("", class_dir.name, is_valid))
     return rows, ignored
 
 
-def _read_csv(path: Path) -> list[tuple[str, str]]:
+def _read_csv(path: Path) -> list[Row]:
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
             raise TrainingError(f"{path} needs a header row with 'path' and 'label' columns")
+        has_split = "is_valid" in reader.fieldnames
         rows = []
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
             p = Path(row["path"]).expanduser()
             p = p if p.is_absolute() else path.parent / p
-            rows.append((str(p.resolve()), row["label"].strip()))
+            is_valid = _parse_is_valid(row["is_valid"], path, line) if has_split else None
+            rows.append(Row(str(p.resolve()), row["label"].strip(), is_valid))
     return rows
 
 
-def _verify(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
-    """Drop files PIL cannot decode (as fastai's verify_images does), keeping the list of them."""
+def _parse_is_valid(value: str | None, path: Path, line: int) -> bool:
+    word = (value or "").strip().lower()
+    if word in TRUE_WORDS | FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise TrainingError(f"{path} line {line}: is_valid must be true or false (or 1/0, yes/no), got '{value}'")
+
+
+def _verify(rows: list[Row]) -> tuple[list[Row], list[str], list[str]]:
+    """Drop files that do not exist and files PIL cannot decode (as fastai's verify_images does), listing both."""
     from fastprogress.fastprogress import progress_bar
 
-    good, corrupt = [], []
-    items = progress_bar(rows, leave=False) if len(rows) > 2000 else rows
-    for path, label in items:
-        if not path:
+    good, corrupt, missing = [], [], []
+    show_bar = len(rows) > 2000 and sys.stdout.isatty()
+    for row in progress_bar(rows, leave=False) if show_bar else rows:
+        if not row.path:
+            continue
+        if not os.path.isfile(row.path):
+            missing.append(row.path)
             continue
         try:
-            with Image.open(path) as im:
+            with Image.open(row.path) as im:
                 im.draft("RGB", (64, 64))
                 im.load()
-            good.append((path, label))
+            good.append(row)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-            corrupt.append(path)
-    return good, corrupt
+            corrupt.append(row.path)
+    return good, corrupt, missing
 
 
-def _check_classes(table: ImageTable, source: Path, rows: list[tuple[str, str]]) -> None:
-    labels = sorted({label for _, label in rows})
+def _check_classes(table: ImageTable, source: Path, rows: list[Row]) -> None:
+    labels = sorted({row.label for row in rows})
     if len(labels) < 2:
         raise TrainingError(
             f"{source} has {len(labels)} class(es); put images in at least two class subfolders"
         )
-    empty = [label for label in labels if label not in set(table.frame["label"])]
+    readable = set(table.frame["label"])
+    empty = [label for label in labels if label not in readable]
     if empty:
-        raise TrainingError(f"class(es) with no readable images in {source}: {', '.join(empty)}")
-
-
-def split_indices(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
-    """The same split as fastai's RandomSplitter(valid_pct, seed), reproducible from the manifest."""
-    from fastai.data.transforms import RandomSplitter
-
-    if not 0 < valid_pct < 1:
-        raise TrainingError(f"--valid-pct must be between 0 and 1, got {valid_pct}")
-    train, valid = RandomSplitter(valid_pct, seed=seed)(list(range(n)))
-    if not valid or not train:
-        raise TrainingError(f"{n} images are too few to split with --valid-pct {valid_pct}")
-    return [int(i) for i in train], [int(i) for i in valid]
+        # The skipped files are named here too: the report that lists them is never printed after this error.
+        details = []
+        for why, paths in (("corrupt", set(table.corrupt)), ("missing", set(table.missing))):
+            skipped = [row.path for row in rows if row.label in empty and row.path in paths]
+            if skipped:
+                details.append(f"skipped as {why}: {shorten(skipped)}")
+        detail = f" ({'; '.join(details)})" if details else ""
+        raise TrainingError(f"class(es) with no readable images in {source}: {', '.join(empty)}{detail}")

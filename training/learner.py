@@ -1,4 +1,4 @@
-"""From a verified image table to a fastai Learner: the split, the transforms, the model."""
+"""From a verified image table to fastai DataLoaders and a Learner: the split, the transforms, the model."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fastai.data.block import CategoryBlock, DataBlock
+from fastai.data.core import DataLoaders
 from fastai.data.transforms import ColReader, IndexSplitter, Normalize
 from fastai.learner import Learner
 from fastai.torch_core import set_seed
@@ -15,23 +16,27 @@ from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
 from fasttransform import Transform
 
-from training.architectures import ARCHS, build_learner
-from training.datasets import ImageTable, load_table, split_indices
-from training.errors import TrainingError
-
-RESIZE_METHODS = ("squish", "crop", "pad")
+from training import distributed
+from training.architectures import build_learner
+from training.cli import ARCHS, RESIZE_METHODS
+from training.datasets import ImageTable, load_table, shorten
+from training.errors import TrainingError, warn
+from training.splits import Split, describe, make_split, unvalidated_classes
 
 
 @dataclass
 class ModelOptions:
-    """The options `train` and `lr-find` share: what data, which model, which preprocessing."""
+    """The options `train`, `lr-find` and `show` share: what data, which model, which preprocessing."""
 
     data: str
     arch: str = "cnn"
     pretrained: bool = False
     size: int | None = None  # None: 28 for cnn, 224 for the resnets
     bs: int = 64
-    valid_pct: float = 0.2
+    valid_pct: float | None = None  # None: the data's own split, else 0.2 at random
+    stratify: bool | None = (
+        None  # None: stratified when the split is random (refused with the data's own split)
+    )
     seed: int = 42
     resize_method: str = "squish"
     augment: bool = False
@@ -42,14 +47,18 @@ class ModelOptions:
 
 
 @dataclass
-class Prepared:
+class Data:
     table: ImageTable
-    learn: Learner
-    train_idx: list[int]
-    valid_idx: list[int]
+    split: Split
+    dls: DataLoaders
 
     def valid_frame(self) -> Any:
-        return self.table.frame.iloc[self.valid_idx].reset_index(drop=True)
+        return self.table.frame.iloc[self.split.valid_idx].reset_index(drop=True)
+
+
+@dataclass
+class Prepared(Data):
+    learn: Learner
 
 
 def batch_transforms(augment: bool) -> list[Transform]:
@@ -59,8 +68,8 @@ def batch_transforms(augment: bool) -> list[Transform]:
     return [*tfms, Normalize.from_stats(*imagenet_stats)]
 
 
-def prepare(opts: ModelOptions, workdir: Path) -> Prepared:
-    """Load and check the data, split it reproducibly, and build the learner (working files go to `workdir`)."""
+def load_data(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Data:
+    """Load and check the data, split it, and build the DataLoaders (`bs`: per process, default `opts.bs`)."""
     if opts.arch not in ARCHS:
         raise TrainingError(f"unknown --arch '{opts.arch}'; choose one of: {', '.join(ARCHS)}")
     if opts.resize_method not in RESIZE_METHODS:
@@ -68,17 +77,38 @@ def prepare(opts: ModelOptions, workdir: Path) -> Prepared:
             f"unknown --resize-method '{opts.resize_method}'; choose one of: {', '.join(RESIZE_METHODS)}"
         )
     set_seed(opts.seed, reproducible=True)
-    table = load_table(opts.data)
+    with distributed.rank0_first():  # rank 0 writes the bundled digits if they are missing, the others wait
+        table = load_table(opts.data)
     print(table.report())
-    train_idx, valid_idx = split_indices(len(table.frame), opts.valid_pct, opts.seed)
+    split = make_split(table, opts.valid_pct, opts.seed, opts.stratify)
+    print(describe(split))
+    missing = unvalidated_classes(table, split)
+    if missing:
+        warn(f"no validation images for class(es) {shorten(missing)}: their accuracy is not measured")
     block = DataBlock(
         blocks=(ImageBlock, CategoryBlock),
         get_x=ColReader("path"),  # fastai built-ins only: the pickle must load without this package
         get_y=ColReader("label"),
-        splitter=IndexSplitter(valid_idx),
+        splitter=IndexSplitter(split.valid_idx),
         item_tfms=Resize(opts.input_size, method=opts.resize_method),
         batch_tfms=batch_transforms(opts.augment),
     )
-    dls = block.dataloaders(table.frame, bs=opts.bs, num_workers=0, path=workdir)
-    learn = build_learner(dls, opts.arch, opts.pretrained, workdir)
-    return Prepared(table, learn, train_idx, valid_idx)
+    dls = block.dataloaders(table.frame, bs=bs or opts.bs, num_workers=0, path=workdir)
+    return Data(table, split, dls)
+
+
+def check_batch_size(data: Data, bs: int | None = None) -> None:
+    """fastai drops the last incomplete training batch: with fewer training images than a batch, nothing trains.
+    (`bs`: the whole batch of a step, over all processes; default: this process's.)"""
+    n, bs = len(data.split.train_idx), bs or data.dls.train.bs
+    if n < bs:
+        raise TrainingError(
+            f"{n} training images do not fill one batch of {bs}: nothing would train; lower --bs"
+        )
+
+
+def prepare(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Prepared:
+    """The data and the learner around it (working files go to `workdir`)."""
+    data = load_data(opts, workdir, bs)
+    learn = build_learner(data.dls, opts.arch, opts.pretrained, workdir)
+    return Prepared(data.table, data.split, data.dls, learn)

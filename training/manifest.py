@@ -77,7 +77,14 @@ class DatasetInfo(BaseModel):
     train_size: int
     valid_size: int
     skipped_corrupt: int = 0
+    skipped_missing: int = Field(0, description="CSV rows whose file does not exist")
     ignored_non_image: int = 0
+    split: str = Field(
+        "random",
+        description="how validation images were chosen: stratified (the same share of every class) or random "
+        "(seed and valid_pct in hyperparameters), folders (DATA/train and DATA/valid) or column (a CSV is_valid "
+        "column)",
+    )
 
 
 class Manifest(BaseModel):
@@ -94,7 +101,17 @@ class Manifest(BaseModel):
     sha256: str
     onnx: OnnxExport | None = Field(None, description="the ONNX export of this model, when one was made")
     created_at: datetime
-    train_seconds: float
+    train_seconds: float = Field(
+        description="the fit and the final validation (older manifests: the whole run)"
+    )
+    world_size: int = Field(
+        1, description="processes that trained the model together (data-parallel); 1: one"
+    )
+    lr_find_seconds: float | None = Field(None, description="the lr finder's run before training (--lr find)")
+    epochs_run: int | None = Field(None, description="epochs trained (fewer than asked after an early stop)")
+    best_epoch: int | None = Field(
+        None, description="the epoch (1..epochs_run) whose weights were exported; None when untrained"
+    )
 
     @property
     def python_minor(self) -> str:

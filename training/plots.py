@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+__all__ = ["plt", "save_current_figure"]
+
 
 def save_current_figure(path: Path, title: str | None = None) -> Path:
     fig = plt.gcf()

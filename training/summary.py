@@ -1,6 +1,5 @@
-"""`summary`: the layer table of an exported learner, computed from a dummy batch of the manifest's input size.
-
-fastai's `learn.summary()` needs a training batch, which an export does not carry.
+"""`summary`: what the manifest says about an exported learner, then its layer table, computed from a dummy batch of
+the manifest's input size (fastai's `learn.summary()` needs a training batch, which an export does not carry).
 """
 
 from __future__ import annotations
@@ -9,16 +8,24 @@ from pathlib import Path
 
 import torch
 from fastai.callback.hook import module_summary
-from fastai.learner import load_learner
 
-from training.errors import TrainingError
-from training.manifest import read_manifest
+from training.loading import load_verified
+from training.manifest import Manifest
+
+
+def describe(m: Manifest) -> str:
+    d, x = m.dataset, m.metrics
+    kept = f"kept epoch {m.best_epoch} of {m.epochs_run}" if m.best_epoch else "untrained"
+    return "\n".join([
+        f"{m.name}: {m.arch}, {len(m.classes)} classes, {m.input_size} px, trained {m.created_at:%Y-%m-%d %H:%M} UTC",
+        f"data: {d.train_size} training and {d.valid_size} validation images ({d.split} split) from {d.source}",
+        f"{kept}: accuracy {x.accuracy:.4f}, error_rate {x.error_rate:.4f}, valid_loss {x.valid_loss:.4f}",
+    ])  # fmt: skip
 
 
 def summarize(model: Path) -> str:
-    if not model.is_file():
-        raise TrainingError(f"model file '{model}' does not exist")
-    size = read_manifest(model).input_size
-    learn = load_learner(model)
+    learn, manifest = load_verified(model)
+    size = manifest.input_size
     with learn.no_bar():
-        return str(module_summary(learn, torch.zeros(1, 3, size, size)))
+        table = module_summary(learn, torch.zeros(1, 3, size, size))
+    return f"{describe(manifest)}\n\n{table}"

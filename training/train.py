@@ -1,37 +1,30 @@
-"""`train`: fit with one-cycle, keep the best epoch, export the learner, write the manifest, prove it reloads."""
+"""`train`: data, learner, fit with one-cycle keeping the best epoch, then export (training/export.py) and reports.
+Under torchrun every process trains; only rank 0 writes anything.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner
 
-from training.errors import TrainingError
-from training.learner import ModelOptions, Prepared, prepare
-from training.lr_find import find_lr
-from training.manifest import (
-    DatasetInfo,
-    Manifest,
-    Metrics,
-    Normalization,
-    Preprocessing,
-    library_versions,
-    sha256_file,
-    write_manifest,
-)
+from training import distributed
+from training.errors import TrainingError, warn
+from training.export import export, reload_check
+from training.learner import ModelOptions, Prepared, check_batch_size, prepare
+from training.lr_find import USED, find_lr
+from training.manifest import Manifest, Metrics
+from training.progress import console, quiet
+from training.reports import History, write_reports
+from training.tracking import BestEpoch
 
 DEFAULT_LR = {"cnn": 1e-2}  # resnets: 2e-3
-VERSIONED = ("torch", "torchvision", "fastai", "fastcore", "fasttransform", "pillow", "learnserve")
 
 
 @dataclass
@@ -41,7 +34,57 @@ class TrainOptions(ModelOptions):
     lr: str | None = None  # a number, "find", or None for the arch's default
     freeze_epochs: int = 0
     early_stop: int | None = None
+    monitor: str = "valid_loss"
+    fp16: bool = False
+    reports: Path | None = None  # None: reports/NAME
     verify: bool = True
+    untrained: bool = False  # --untrained: epochs is 0 on purpose
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.reports or Path("reports") / self.out.stem
+
+
+@dataclass
+class Outcome:
+    manifest: Manifest
+    reports: list[Path]
+
+    def summary(self) -> str:
+        """The last line: which epoch was kept, its figures, and where the time went."""
+        m = self.manifest
+        kept = f"kept epoch {m.best_epoch} of {m.epochs_run}" if m.best_epoch else "untrained"
+        seconds = f"{m.train_seconds:.1f}s of training"
+        if m.world_size > 1:
+            seconds += f" in {m.world_size} processes"
+        if m.lr_find_seconds is not None:
+            seconds += f", {m.lr_find_seconds:.1f}s of lr finder before it"
+        x = m.metrics
+        return f"{kept}: accuracy {x.accuracy:.4f}, error_rate {x.error_rate:.4f}, valid_loss {x.valid_loss:.4f}; {seconds}"
+
+
+def check_options(opts: TrainOptions) -> None:
+    """Refuse options that would do nothing, or fail after minutes of work, before any data is read."""
+    if opts.freeze_epochs and opts.arch == "cnn":
+        raise TrainingError("--freeze-epochs fine-tunes a pretrained body, and --arch cnn has none: drop it")
+    if opts.freeze_epochs and not opts.pretrained:
+        raise TrainingError(
+            "--freeze-epochs needs --pretrained: a body that starts random has nothing to keep"
+        )
+    if opts.fp16:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainingError(
+                "--fp16 (mixed precision) needs a CUDA GPU and none is available: drop --fp16"
+            )
+    n = distributed.world_size()
+    if n > 1 and opts.lr == "find":
+        raise TrainingError(
+            f"--lr find runs in one process, not {n}: run `python -m training lr-find` first, then pass --lr"
+        )
+    if n > 1 and opts.bs % n:
+        raise TrainingError(f"--bs {opts.bs} (the whole batch) must split evenly over {n} processes")
 
 
 def check_writable(out: Path) -> None:
@@ -55,118 +98,116 @@ def check_writable(out: Path) -> None:
         raise TrainingError(f"cannot write --out {out}: {e.strerror or e}") from e
 
 
-def resolve_lr(opts: TrainOptions, prepared: Prepared, workdir: Path) -> float:
+def resolve_lr(opts: TrainOptions, prepared: Prepared, reports: Path) -> tuple[float, float | None]:
+    """The learning rate, and the lr finder's seconds when it ran (its plot goes with the reports)."""
     if opts.lr is None:
-        return DEFAULT_LR.get(opts.arch, 2e-3)
+        return DEFAULT_LR.get(opts.arch, 2e-3), None
     if opts.lr == "find":
-        suggestions = find_lr(prepared.learn, plot=workdir / "lr.png")
-        print(f"lr finder suggests valley={suggestions['valley']:.2e}; training with it")
-        return suggestions["valley"]
+        started = time.perf_counter()
+        suggestions = find_lr(prepared.learn, plot=reports / "lr_find.png")
+        seconds = time.perf_counter() - started
+        print(
+            f"lr finder ({seconds:.1f}s, plot {reports / 'lr_find.png'}): {USED} {suggestions[USED]:.2e}; training with it"
+        )
+        return suggestions[USED], seconds
     try:
         lr = float(opts.lr)
     except ValueError:
         raise TrainingError(f"--lr must be a number or 'find', got '{opts.lr}'") from None
     if not lr > 0:
         raise TrainingError(f"--lr must be positive, got {opts.lr}")
-    return lr
+    return lr, None
 
 
-def fit(learn: Learner, opts: TrainOptions, lr: float) -> None:
+def fit(learn: Learner, opts: TrainOptions, lr: float) -> tuple[History, BestEpoch]:
+    """One-cycle (or fastai's fine-tune schedule), keeping the best epoch; callbacks are fit-only, never exported."""
+    history, best = History(), BestEpoch(opts.monitor, opts.early_stop)
     if opts.epochs <= 0:
+        return history, best
+    extra: list[Any] = []
+    if opts.fp16:
+        from fastai.callback.fp16 import MixedPrecision
+
+        extra.append(MixedPrecision())
+    with distributed.data_parallel(learn), console(learn) as shown:
+        cbs = [history, best, *shown, *extra]
+        if opts.freeze_epochs:
+            fine_tune(learn, opts, lr, history, best, cbs)
+        else:
+            learn.fit_one_cycle(opts.epochs, lr, cbs=cbs)
+    best.restore(learn.model)
+    return history, best
+
+
+def fine_tune(
+    learn: Learner, opts: TrainOptions, lr: float, history: History, best: BestEpoch, cbs: list[Any]
+) -> None:
+    """fastai's `Learner.fine_tune` schedule, as two fits that share one epoch count and one best epoch."""
+    learn.freeze()
+    history.phase = "frozen"
+    learn.fit_one_cycle(opts.freeze_epochs, slice(lr), pct_start=0.99, cbs=cbs)
+    if best.stopped:
         return
-    cbs: list[Any] = [SaveModelCallback(monitor="valid_loss", fname="best")]  # fit-only: never exported
-    if opts.early_stop:
-        cbs.append(EarlyStoppingCallback(monitor="valid_loss", patience=opts.early_stop))
-    if opts.freeze_epochs:
-        learn.fine_tune(opts.epochs, base_lr=lr, freeze_epochs=opts.freeze_epochs, cbs=cbs)
-    else:
-        learn.fit_one_cycle(opts.epochs, lr, cbs=cbs)
+    learn.unfreeze()
+    history.phase = "unfrozen"
+    learn.fit_one_cycle(opts.epochs, slice(lr / 2 / 100, lr / 2), pct_start=0.3, div=5.0, cbs=cbs)
 
 
 def validate(learn: Learner) -> Metrics:
-    with learn.no_bar():
+    # Under torchrun every process validates the whole set (fastai gathers the copies: same figures).
+    with quiet(learn):
         valid_loss, acc, err = learn.validate()
     return Metrics(accuracy=float(acc), error_rate=float(err), valid_loss=float(valid_loss))
 
 
-def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path) -> float:
-    """Load the export in a fresh interpreter, in another directory, and predict the validation set there."""
-    valid_csv = workdir / "valid.csv"
-    prepared.valid_frame().to_csv(valid_csv, index=False)
-    cmd = [sys.executable, "-m", "training.verify", str(model.resolve()), str(valid_csv)]
-    root = str(Path(__file__).resolve().parent.parent)  # so `training` imports even when not pip-installed
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "RANK": "0", "PYTHONPATH": path}
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TrainingError(f"the exported model does not load in a fresh process: {last}")
-    got = float(json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"])
-    n = len(prepared.valid_idx)
-    if abs(got - expected) * n > 1 + 1e-6:  # allow one borderline image to flip on float noise
-        raise TrainingError(
-            f"reload check failed: accuracy {got:.4f} in a fresh process vs {expected:.4f} in training"
+def warn_if_chance(prepared: Prepared, accuracy: float) -> None:
+    """Warn when the accuracy is within two standard deviations of always answering the commonest class: at that
+    level the model has learned nothing measurable on this validation set."""
+    counts = prepared.valid_frame()["label"].value_counts()
+    n, chance = int(counts.sum()), float(counts.max() / counts.sum())
+    if accuracy <= chance + 2 * (chance * (1 - chance) / n) ** 0.5:
+        warn(
+            f"validation accuracy {accuracy:.4f} is at chance level: always answering '{counts.idxmax()}' scores "
+            f"{chance:.4f} on these {n} images. The model has not learned; try more epochs, another --lr "
+            "(lr-find), or check the labels"
         )
-    return got
 
 
-def train(opts: TrainOptions) -> Manifest:
-    check_writable(opts.out)
-    started = time.perf_counter()
+def train(opts: TrainOptions) -> Outcome | None:
+    """Train and export; returns None in the processes other than rank 0, which write nothing."""
+    check_options(opts)
+    if distributed.is_main():
+        check_writable(opts.out)
+    distributed.setup()
+    try:
+        with contextlib.ExitStack() as stack:
+            if not distributed.is_main():  # N copies of every line would say nothing more; errors still show
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            return run(opts)
+    finally:
+        distributed.teardown()
+
+
+def run(opts: TrainOptions) -> Outcome | None:
     with tempfile.TemporaryDirectory(prefix="learnserve-train-") as tmp:
         workdir = Path(tmp)
-        prepared = prepare(opts, workdir)
+        prepared = prepare(opts, workdir, bs=opts.bs // distributed.world_size())
+        if opts.epochs > 0:
+            check_batch_size(prepared, opts.bs)
         learn = prepared.learn
-        lr = resolve_lr(opts, prepared, workdir)
-        fit(learn, opts, lr)
+        lr, lr_find_seconds = resolve_lr(opts, prepared, opts.reports_dir)
+        started = time.perf_counter()
+        history, best = fit(learn, opts, lr)
         metrics = validate(learn)
         train_seconds = time.perf_counter() - started
-        learn.path = Path(".")
-        learn.export(opts.out.resolve())
-        manifest = build_manifest(opts, prepared, metrics, lr, train_seconds)
-        write_manifest(opts.out, manifest)
+        if not distributed.is_main():
+            return None
+        warn_if_chance(prepared, metrics.accuracy)
+        manifest = export(opts, prepared, metrics, lr, (train_seconds, lr_find_seconds), best)
+        reports = write_reports(history, opts.reports_dir, best.kept)
+        if lr_find_seconds is not None:
+            reports.append(opts.reports_dir / "lr_find.png")
         if opts.verify:
             got = reload_check(opts.out, prepared, metrics.accuracy, workdir)
             print(f"reload check: a fresh process predicts the validation set at accuracy {got:.4f}")
-    return manifest
-
-
-def build_manifest(
-    opts: TrainOptions, prepared: Prepared, metrics: Metrics, lr: float, train_seconds: float
-) -> Manifest:
-    table = prepared.table
-    hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    hyper.update(lr=lr, size=opts.input_size)
-    return Manifest(
-        name=opts.out.stem,
-        classes=[str(c) for c in prepared.learn.dls.vocab],
-        arch=opts.arch,
-        input_size=opts.input_size,
-        preprocessing=Preprocessing(
-            resize_method=opts.resize_method,
-            size=opts.input_size,
-            normalize=normalization(prepared.learn),
-            augment=opts.augment,
-        ),
-        metrics=metrics,
-        dataset=DatasetInfo(
-            source=table.source,
-            counts=table.counts(),
-            train_size=len(prepared.train_idx),
-            valid_size=len(prepared.valid_idx),
-            skipped_corrupt=len(table.corrupt),
-            ignored_non_image=table.ignored_non_image,
-        ),
-        hyperparameters=hyper,
-        versions=library_versions(VERSIONED),
-        sha256=sha256_file(opts.out),
-        created_at=datetime.now(UTC),
-        train_seconds=round(train_seconds, 2),
-    )
-
-
-def normalization(learn: Learner) -> Normalization | None:
-    for tfm in learn.dls.after_batch.fs:
-        if type(tfm).__name__ == "Normalize":
-            return Normalization(mean=tfm.mean.flatten().tolist(), std=tfm.std.flatten().tolist())
-    return None
+    return Outcome(manifest, reports)

@@ -1,0 +1,238 @@
+"""The command line: every option, with its values checked by argparse before anything slow is imported or read.
+
+A bad number (`--lr abc`, `--valid-pct 1.5`, `--epochs 0`) is answered at once with argparse's usage line, exit 2,
+before torch and fastai load (seconds) and before the dataset is scanned (minutes for a large one). Problems that
+need the data or the machine to see (a missing folder, no GPU for --fp16) are TrainingErrors, one `error:` line.
+Import-light on purpose: argparse and pathlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+ARCHS = ("cnn", "resnet18", "resnet34", "resnet50")
+RESIZE_METHODS = ("squish", "crop", "pad")
+MONITORS = ("valid_loss", "accuracy", "error_rate")  # the learner's metrics
+DEFAULT_EPOCHS = 8
+
+EPILOG = """examples:
+  python -m training data digits data/digits
+  python -m training show data/digits --augment --out batch.png
+  python -m training train data/digits --out models/digits.pkl      # plots in reports/digits/
+  torchrun --nproc_per_node 2 -m training train data/digits --out models/digits.pkl
+  python -m training lr-find data/digits --plot lr.png
+  python -m training interpret models/digits.pkl data/digits        # into reports/digits/
+  python -m training clean data/digits --decisions reports/digits/top_losses.csv
+  python -m training summary models/digits.pkl
+"""
+
+
+def whole(text: str, least: int) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
+    if n < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
+    return n
+
+
+def positive(text: str) -> int:
+    return whole(text, 1)
+
+
+def count(text: str) -> int:
+    return whole(text, 0)
+
+
+def fraction(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: '{text}'") from None
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a share, e.g. 0.2), got {text}")
+    return x
+
+
+def learning_rate(text: str) -> str:
+    """A positive number, or `find`; kept as text (the manifest records the number actually used)."""
+    if text == "find":
+        return text
+    try:
+        lr = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number (e.g. 1e-3) or 'find', got '{text}'") from None
+    if not lr > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return text
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "data",
+        help="a folder with one subfolder per class (or train/ and valid/ folders of them), "
+        "a CSV of path,label[,is_valid] rows, or 'digits'",
+    )
+    p.add_argument(
+        "--arch", choices=ARCHS, default="cnn", help="cnn: a small convnet, fast on a CPU (default)"
+    )
+    p.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="start a resnet from ImageNet weights (needs them cached or a network); default: from scratch",
+    )
+    p.add_argument(
+        "--size",
+        type=positive,
+        default=None,
+        help="input size in pixels (default: 28 for cnn, 224 for resnets)",
+    )
+    p.add_argument("--bs", type=positive, default=64, help="batch size (default: 64)")
+    p.add_argument(
+        "--valid-pct",
+        type=fraction,
+        default=None,
+        help="share of images held out at random for validation (0.2); not with DATA's own split",
+    )
+    p.add_argument(
+        "--stratify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="hold out the same share of every class (default); --no-stratify: a plain random share",
+    )
+    p.add_argument("--seed", type=int, default=42, help="random seed for the split and the weights (42)")
+    p.add_argument("--resize-method", choices=RESIZE_METHODS, default="squish", help="(default: squish)")
+    p.add_argument("--augment", action="store_true", help="light augmentation: rotate, zoom, warp; no flips")
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="where to write the learner, e.g. models/NAME.pkl")
+    p.add_argument("--epochs", type=count, default=None, help=f"one-cycle epochs ({DEFAULT_EPOCHS})")
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="export the model without training it (--epochs 0), e.g. to benchmark serving",
+    )
+    p.add_argument(
+        "--lr",
+        type=learning_rate,
+        default=None,
+        help="learning rate, or 'find' for the lr finder's valley (default: 1e-2 cnn, 2e-3 resnets)",
+    )
+    p.add_argument(
+        "--freeze-epochs",
+        type=count,
+        default=0,
+        help="fine-tune a --pretrained resnet: epochs with the body frozen first",
+    )
+    p.add_argument(
+        "--monitor",
+        choices=MONITORS,
+        default="valid_loss",
+        help="the metric that picks the epoch to keep and drives --early-stop (valid_loss)",
+    )
+    p.add_argument(
+        "--early-stop",
+        type=positive,
+        default=None,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a better --monitor value",
+    )
+    p.add_argument("--fp16", action="store_true", help="mixed-precision training (CUDA GPUs only)")
+    p.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        help="folder for history.csv, loss.png and schedule.png (default: reports/NAME)",
+    )
+    p.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="skip the fresh-process reload check"
+    )
+    p.set_defaults(_check=functools.partial(check_train_args, p))  # run by parse_args, with p's usage line
+
+
+def check_train_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--epochs 0 only with an explicit --untrained; options that would do nothing without training are refused."""
+    if not args.untrained:
+        if args.epochs == 0:
+            p.error("argument --epochs: 0 trains nothing; to export an untrained model, add --untrained")
+        args.epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+        return
+    if args.epochs:
+        p.error(f"argument --untrained: trains no epochs, so --epochs {args.epochs} contradicts it")
+    idle = [name for name, given in (("--lr", args.lr is not None), ("--early-stop", args.early_stop is not None),
+                                     ("--freeze-epochs", args.freeze_epochs > 0), ("--fp16", args.fp16)) if given]  # fmt: skip
+    if idle:
+        p.error(f"argument --untrained: {', '.join(idle)} would do nothing without training")
+    args.epochs = 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train an image classifier with fastai and export it for learnserve.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("data", help="write a bundled dataset as PNG class folders")
+    p.add_argument("name", choices=["digits"], help="digits: scikit-learn's 1,797 handwritten digits")
+    p.add_argument("dest", type=Path, help="folder to write into")
+    p.add_argument("--size", type=positive, default=28, help="upscale the 8x8 digits to this size (28)")
+
+    p = sub.add_parser("show", help="save a grid of one batch (after all transforms) with its labels")
+    add_data_options(p)
+    p.add_argument("--out", type=Path, default=Path("batch.png"), help="PNG to write (batch.png)")
+    p.add_argument("--valid", action="store_true", help="show a validation batch (no augmentation)")
+    p.add_argument("-n", type=positive, default=16, help="how many images (16, at most one batch)")
+
+    p = sub.add_parser(
+        "train",
+        help="train with one-cycle, export NAME.pkl and its NAME.json manifest, plots in reports/NAME/",
+        description="Train with one-cycle and export the learner. Under `torchrun --nproc_per_node N` (or "
+        "`accelerate launch`) N processes train one model together; rank 0 writes every file.",
+    )
+    add_data_options(p)
+    add_train_options(p)
+
+    p = sub.add_parser("lr-find", help="run the learning-rate finder and save its plot")
+    add_data_options(p)
+    p.add_argument("--plot", type=Path, default=Path("lr_find.png"), help="PNG to write (lr_find.png)")
+
+    p = sub.add_parser("interpret", help="confusion matrix, top losses and most confused pairs")
+    p.add_argument("model", type=Path, help="an exported MODEL.pkl (with its .json manifest beside it)")
+    p.add_argument(
+        "data", help="the dataset it was trained on (the validation split is rebuilt from the manifest)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the PNGs and the CSV (default: reports/NAME, beside train's plots, NAME from MODEL)",
+    )
+    p.add_argument("--top", type=positive, default=9, help="how many top losses to show and list (9)")
+
+    p = sub.add_parser("clean", help="apply keep/delete/relabel decisions from a CSV (nothing is destroyed)")
+    p.add_argument("data", type=Path, help="the class-folder dataset")
+    p.add_argument(
+        "--decisions", type=Path, required=True, help="top_losses.csv with an added 'action' column"
+    )
+
+    p = sub.add_parser("summary", help="print the model's manifest summary and layer table")
+    p.add_argument("model", type=Path)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check; exits with argparse's usage line (status 2) on anything it can judge alone."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check = vars(args).pop("_check", None)
+    if check is not None:
+        check(args)
+    return args
