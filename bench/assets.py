@@ -50,7 +50,8 @@ def ensure_model(m: BenchModel, log: Path) -> Path:
     m.path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "training", "train", "digits", "--arch", m.arch, "--size", str(m.size),
-        "--epochs", "0", "--no-pretrained", "--valid-pct", "0.05", "--bs", "32", "--out", str(m.path),
+        "--untrained", "--no-pretrained", "--valid-pct", "0.05", "--bs", "32", "--out", str(m.path),
+        "--reports", str(WORK / "reports"), "--onnx",
     ]  # fmt: skip
     with log.open("a") as out:
         subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT)

@@ -64,7 +64,7 @@ def tiny_model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train_tiny(dataset: Path, out: Path, *extra: str) -> Path:
     code, _, stderr = run_cli(
         "train", str(dataset), "--out", str(out), "--arch", "cnn", "--bs", "16", "--lr", "1e-2", "--no-verify",
-        *extra,
+        "--reports", str(out.parent / "reports"), *extra,
     )  # fmt: skip
     assert code == 0, stderr
     return out

@@ -125,9 +125,27 @@ def stages() -> list[Stage]:
     return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
 
 
+def effective(stages: list[Stage], name: str) -> Stage:
+    """A stage with the instructions of the stages it is built FROM first: what its image inherits."""
+    by_name = {stage.name: stage for stage in stages}
+    stage = by_name[name]
+    instructions = list(stage.instructions)
+    base = stage.base
+    while base in by_name:
+        instructions = by_name[base].instructions + instructions
+        base = by_name[base].base
+    return Stage(base=base, name=name, instructions=instructions)
+
+
 @pytest.fixture(scope="module")
 def runtime(stages: list[Stage]) -> Stage:
-    return stages[-1]
+    assert stages[-1].name == "runtime", "the default target (the last stage) is the full image"
+    return effective(stages, "runtime")
+
+
+@pytest.fixture(scope="module")
+def slim(stages: list[Stage]) -> Stage:
+    return effective(stages, "slim")
 
 
 @pytest.fixture(scope="module")
@@ -183,22 +201,60 @@ def test_dockerfile_stages(stages: list[Stage]) -> None:
     assert [(stage.name, stage.base) for stage in stages] == [
         ("requirements", "python:3.11-slim"),
         ("deps", "python:3.11-slim"),
+        ("deps-slim", "python:3.11-slim"),
         ("model", "deps"),
         ("build", "deps"),
-        ("runtime", "python:3.11-slim"),
+        ("base", "python:3.11-slim"),
+        ("slim", "base"),
+        ("runtime", "base"),
     ]
-    requirements, deps, model, _, _ = stages
-    assert requirements.all("COPY") == ["pyproject.toml ./"]
-    # the big layer depends on the dependency list and the pins only, not on every pyproject.toml edit
+    requirements, deps, deps_slim, model, *_ = stages
+    assert requirements.all("COPY") == ["pyproject.toml deploy/docker/requirements.py ./"]
+    # the big layers depend on the dependency lists and the pins only, not on every pyproject.toml edit
     assert deps.all("COPY") == ["--from=requirements /src/requirements.txt ./", "constraints.txt ./"]
+    assert deps_slim.all("COPY") == ["--from=requirements /src/requirements-slim.txt ./"]
     assert "TORCH_INDEX_URL" in deps.last("ARG")
     assert "python -m training train" in model.last("RUN")
+    assert "--onnx" in model.last("RUN")  # the slim image serves the ONNX export of the same model
+
+
+def test_the_slim_image_gets_neither_torch_nor_fastai(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
+    subprocess.run([sys.executable, str(ROOT / "deploy/docker/requirements.py")], cwd=tmp_path, check=True)
+
+    def names(file: str) -> set[str]:
+        lines = (tmp_path / file).read_text().split()
+        return {re.split(r"[<>=\[;]", line)[0].lower() for line in lines}
+
+    full, slim = names("requirements.txt"), names("requirements-slim.txt")
+    assert {"torch", "torchvision", "fastai"} <= full
+    assert (
+        not {"torch", "torchvision", "fastai", "fastcore", "accelerate", "scikit-learn", "matplotlib"} & slim
+    )
+    assert {"onnxruntime", "fastapi", "uvicorn", "pillow", "numpy"} <= slim
+    assert "learnserve" not in full | slim  # the project itself comes from its wheel
+
+
+def test_slim_serves_the_onnx_export(slim: Stage, runtime: Stage) -> None:
+    assert slim.env()["LEARNSERVE_BACKEND"] == "onnx"
+    assert slim.env()["LEARNSERVE_MODEL_PATH"] == "/srv/models/digits.onnx"
+    assert "--from=deps-slim /opt/venv /opt/venv" in slim.all("COPY")
+    assert "--from=model /models/digits.json /models/digits.onnx /srv/models/" in slim.all("COPY")
+    for key in ("USER", "CMD", "HEALTHCHECK", "STOPSIGNAL", "EXPOSE"):
+        assert slim.last(key) == runtime.last(key)
+    assert slim.env()["MALLOC_ARENA_MAX"] == runtime.env()["MALLOC_ARENA_MAX"] == "2"
 
 
 def train_options(command: str) -> dict[str, str]:
     """The options of a `python -m training train DATA --opt value ...` command, without DATA and --out."""
-    words = shlex.split(command.split("-m training train", 1)[1].split("&&")[0])
-    options = dict(zip(words[1::2], words[2::2], strict=True))
+    words = shlex.split(command.split("-m training train", 1)[1].split("&&")[0])[1:]  # without DATA
+    options: dict[str, str] = {}
+    for word in words:
+        if word.startswith("--"):
+            options[word] = "true"  # a flag, unless a value follows
+            last = word
+        else:
+            options[last] = word
     options.pop("--out")
     return options
 
@@ -206,7 +262,10 @@ def train_options(command: str) -> dict[str, str]:
 def test_baked_model_is_trained_like_make_model(stages: list[Stage]) -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     make_model = next(line for line in makefile.splitlines() if "-m training train" in line)
-    assert train_options(stages[2].last("RUN")) == train_options(make_model)
+    model = next(stage for stage in stages if stage.name == "model")
+    baked = train_options(model.last("RUN"))
+    assert baked.pop("--onnx") == "true"
+    assert baked == train_options(make_model)
 
 
 def test_runtime_runs_the_server_as_a_non_root_user(runtime: Stage) -> None:
@@ -242,7 +301,14 @@ def test_dockerignore_is_an_allow_list() -> None:
     ]
     assert lines[0] == "*", "everything is ignored unless allowed"
     allowed = {line[1:] for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "app", "training"}
+    assert allowed == {
+        "pyproject.toml",
+        "constraints.txt",
+        "README.md",
+        "app",
+        "training",
+        "deploy/docker/requirements.py",
+    }
     assert "**/__pycache__" in lines
 
 
@@ -259,9 +325,9 @@ def test_compose_file_matches_the_compose_specification(compose: dict[str, Any])
 
 
 def test_compose_services(compose: dict[str, Any], runtime: Stage) -> None:
-    api, gpu = compose["services"]["api"], compose["services"]["api-gpu"]
+    api, gpu, slim = (compose["services"][name] for name in ("api", "api-gpu", "api-slim"))
     dockerfile_check = parse_healthcheck(runtime.last("HEALTHCHECK"))
-    for service in (api, gpu):
+    for service in (api, gpu, slim):
         assert service["healthcheck"]["test"] == ["CMD", *dockerfile_check.command]
         assert service["read_only"] is True
         assert any(t.startswith("/tmp") for t in service["tmpfs"])
@@ -282,6 +348,10 @@ def test_compose_services(compose: dict[str, Any], runtime: Stage) -> None:
         {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
     ]
     assert gpu["build"]["args"]["TORCH_INDEX_URL"] == "", "the GPU image needs the default (CUDA) wheels"
+    assert slim["profiles"] == ["slim"]
+    assert slim["build"]["target"] == "slim"
+    assert slim["environment"]["LEARNSERVE_BACKEND"] == "onnx"
+    assert slim["environment"]["LEARNSERVE_MODEL_PATH"].endswith(".onnx")
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------------------

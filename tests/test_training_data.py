@@ -72,7 +72,7 @@ def test_csv_source_with_relative_paths_trains(
     assert m.classes == ["blue", "red"]
     assert m.dataset.counts == {"blue": 8, "red": 8}
     assert m.dataset.train_size + m.dataset.valid_size == 16
-    assert Path(m.dataset.source) == labels_csv.resolve()
+    assert m.dataset.source == labels_csv.name  # the name only: where the data lay is not published
     assert m.hyperparameters["epochs"] == 0
 
 

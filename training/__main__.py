@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> None:
             return
         print(outcome.summary())
         print(f"model:    {opts.out}\nmanifest: {opts.out.with_suffix('.json')}")
+        if outcome.manifest.onnx is not None:
+            print(onnx_line(opts.out.with_suffix(".onnx"), outcome.manifest.onnx.max_abs_diff))
         if outcome.reports:
             print(f"reports:  {', '.join(str(p) for p in outcome.reports)}")
     elif args.command == "lr-find":
@@ -73,10 +75,20 @@ def run(args: argparse.Namespace) -> None:
         from training.clean import clean
 
         print(clean(args.data, args.decisions))
+    elif args.command == "export-onnx":
+        from training.onnx_export import export_onnx
+
+        manifest = export_onnx(args.model, args.out)
+        assert manifest.onnx is not None
+        print(onnx_line(args.out or args.model.with_suffix(".onnx"), manifest.onnx.max_abs_diff))
     elif args.command == "summary":
         from training.summary import summarize
 
         print(summarize(args.model))
+
+
+def onnx_line(path: Path, diff: float) -> str:
+    return f"onnx:     {path} (probabilities within {diff:.1e} of learn.model; serve it with LEARNSERVE_BACKEND=onnx)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ EPILOG = """examples:
   python -m training interpret models/digits.pkl data/digits        # into reports/digits/
   python -m training clean data/digits --decisions reports/digits/top_losses.csv
   python -m training summary models/digits.pkl
+  python -m training export-onnx models/digits.pkl                   # models/digits.onnx
 """
 
 
@@ -152,6 +153,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-verify", dest="verify", action="store_false", help="skip the fresh-process reload check"
     )
+    p.add_argument(
+        "--onnx", action="store_true", help="also export NAME.onnx for ONNX Runtime (see export-onnx)"
+    )
     p.set_defaults(_check=functools.partial(check_train_args, p))  # run by parse_args, with p's usage line
 
 
@@ -222,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--decisions", type=Path, required=True, help="top_losses.csv with an added 'action' column"
     )
+
+    p = sub.add_parser(
+        "export-onnx",
+        help="export MODEL.pkl to MODEL.onnx for ONNX Runtime (the slim image), recorded in MODEL.json",
+        description="Writes learn.model with its softmax as ONNX (dynamic batch axis), checked against learn.model, "
+        "and records it and the learner's validation pipeline in the manifest, so learnserve can serve it "
+        "without fastai or torch (LEARNSERVE_BACKEND=onnx). A learner whose validation pipeline holds a "
+        "transform the ONNX path cannot reproduce is refused, naming it (exit 2); its .pkl still serves.",
+    )
+    p.add_argument("model", type=Path, help="an exported MODEL.pkl (with its .json manifest beside it)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the graph (default: MODEL.onnx)")
 
     p = sub.add_parser("summary", help="print the model's manifest summary and layer table")
     p.add_argument("model", type=Path)

@@ -87,7 +87,9 @@ def build_manifest(
         ),
         metrics=metrics,
         dataset=DatasetInfo(
-            source=table.source,
+            source=Path(
+                table.source
+            ).name,  # the folder's name: where it lay on this machine is nobody's business
             counts=table.counts(),
             train_size=len(prepared.split.train_idx),
             valid_size=len(prepared.split.valid_idx),

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from training.errors import TrainingError
+from training.loading import load_verified
 from training.manifest import (
     Manifest,
     Normalization,
     OnnxExport,
     Preprocessing,
     TensorSpec,
-    read_manifest,
     sha256_file,
     write_manifest,
 )
@@ -35,27 +35,6 @@ OPSET = 17
 MAX_ABS_DIFF = 1e-4  # probabilities, ONNX Runtime vs learn.model, on the same preprocessed batch
 RESAMPLES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 PAD_MODES = ("zeros", "border", "reflection")
-
-
-def load_verified(model: Path) -> tuple[Any, Manifest]:
-    """The learner, unpickled only after its sha256 matched the manifest."""
-    if not model.is_file():
-        raise TrainingError(f"model file '{model}' does not exist")
-    try:
-        manifest = read_manifest(model)
-    except (OSError, ValueError) as e:
-        raise TrainingError(
-            f"{model} has no readable manifest beside it ({model.with_suffix('.json')}): {e}"
-        ) from None
-    if sha256_file(model) != manifest.sha256:
-        raise TrainingError(
-            f"{model} changed after export (its sha256 differs from the manifest's); retrain it"
-        )
-    from fastai.learner import load_learner
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*insecure pickle module.*")  # verified just above
-        return load_learner(model, cpu=True), manifest
 
 
 def preprocessing_of(learn: Any, manifest: Manifest) -> Preprocessing:

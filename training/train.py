@@ -39,6 +39,7 @@ class TrainOptions(ModelOptions):
     reports: Path | None = None  # None: reports/NAME
     verify: bool = True
     untrained: bool = False  # --untrained: epochs is 0 on purpose
+    onnx: bool = False  # --onnx: export NAME.onnx too
 
     @property
     def reports_dir(self) -> Path:
@@ -210,4 +211,8 @@ def run(opts: TrainOptions) -> Outcome | None:
         if opts.verify:
             got = reload_check(opts.out, prepared, metrics.accuracy, workdir)
             print(f"reload check: a fresh process predicts the validation set at accuracy {got:.4f}")
+        if opts.onnx:
+            from training.onnx_export import export_onnx
+
+            manifest = export_onnx(opts.out)
     return Outcome(manifest, reports)
