@@ -45,7 +45,7 @@ MODELS = {
 
 def ensure_model(m: BenchModel, log: Path) -> Path:
     """Export the model untrained (zero epochs, no pretrained weights): the compute is what matters."""
-    if m.path.is_file():
+    if m.path.is_file() and m.path.with_suffix(".onnx").is_file():
         return m.path
     m.path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [

@@ -1,6 +1,7 @@
-"""In-process contenders, run in a fresh interpreter each: the physical limit and the `learn.predict` loop.
+"""In-process contenders, run in a fresh interpreter each: the physical limit (decode + the backend's pipelines +
+forward, fastai or ONNX Runtime) and the `learn.predict` loop.
 
-python -m bench.inprocess limit|predict|rss MODEL IMAGES_DIR --seconds S   -> one JSON line on stdout
+python -m bench.inprocess limit|predict|rss MODEL IMAGES_DIR --seconds S [--backend onnx]  -> one JSON line
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def main() -> None:
         from app.core.imaging import decode_image
         from app.core.verify import verify_model_file
 
-        backend = open_backend(verify_model_file(args.model), args.backend, "cpu")
+        model = args.model.with_suffix(".onnx") if args.backend == "onnx" else args.model
+        backend = open_backend(verify_model_file(model), args.backend, "cpu")
         for bs in (1, 8, 32):
             cursor = 0
 

@@ -1,4 +1,4 @@
-"""Servers under load: start one, drive it with wrk (C, on loopback), read its peak memory, stop it."""
+"""Servers under load: start one, drive it with wrk (C, on loopback), read its memory, stop it."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.assets import BOUNDARY, BenchModel
 
 LUA = Path(__file__).parent / "wrk_multipart.lua"
+UVICORN = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log"]
 
 
 def free_port() -> int:
@@ -26,43 +28,51 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_command(contender: str, model: BenchModel, port: int) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ)
-    if contender == "learnserve":  # exactly as `make serve` starts it
-        env["LEARNSERVE_MODEL_PATH"] = str(model.path)
-        return [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)], env
+def server_command(contender: str, model: BenchModel, port: int) -> tuple[list[str], dict[str, str], str]:
+    """(command, environment, readiness path) of a contender."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNSERVE_")}
+    if contender.startswith("learnserve"):  # exactly as `make serve` starts it
+        backend = "onnx" if contender == "learnserve-onnx" else "fastai"
+        env |= {
+            "LEARNSERVE_MODEL_PATH": str(model.path),
+            "LEARNSERVE_BACKEND": backend,
+            "MALLOC_ARENA_MAX": "2",
+        }
+        cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        return cmd, env, "/health/ready"
     env["MODEL"] = str(model.path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.tutorial_server:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return cmd, env
+    module = {
+        "tutorial": "bench.tutorial_server",
+        "floor": "bench.floor_server",
+        "minimal": "bench.minimal_server",
+    }
+    return [*UVICORN, f"{module[contender]}:app", "--port", str(port)], env, "/docs"
+
+
+@dataclass
+class Running:
+    port: int
+    pid: int
+    ready_seconds: float
 
 
 @contextmanager
-def running_server(contender: str, model: BenchModel, log: Path) -> Iterator[tuple[int, int]]:
+def running_server(contender: str, model: BenchModel, log: Path) -> Iterator[Running]:
     port = free_port()
-    cmd, env = server_command(contender, model, port)
+    cmd, env, probe = server_command(contender, model, port)
     with log.open("a") as out:
+        started = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            probe = "/health/ready" if contender == "learnserve" else "/docs"
-            deadline = time.monotonic() + 120
             while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is not None or time.perf_counter() - started > 120:
                     raise RuntimeError(f"{contender} did not start; see {log}")
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=1):
                         break
                 except OSError:
-                    time.sleep(0.2)
-            yield port, proc.pid
+                    time.sleep(0.05)
+            yield Running(port, proc.pid, time.perf_counter() - started)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -72,9 +82,10 @@ def running_server(contender: str, model: BenchModel, log: Path) -> Iterator[tup
                 proc.wait()
 
 
-def peak_rss_mb(pid: int) -> float:
+def memory_mb(pid: int, key: str = "VmHWM") -> float:
+    """VmHWM: the peak resident set; VmRSS: now."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

@@ -6,14 +6,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from app.core.backends.fastai import FastaiBackend
-from app.core.batcher import Batcher
+from app.core.batcher import Batcher, ModelWorker
 from app.core.errors import NotReady, Overloaded
 from app.core.prediction import Prediction
 from tests.backends import classify, fastai_backend
@@ -26,9 +25,10 @@ def predictor(tiny_model: Path) -> FastaiBackend:
 
 
 @pytest.fixture
-def thread() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        yield pool
+def thread() -> Iterator[ModelWorker]:
+    worker = ModelWorker()
+    yield worker
+    worker.shutdown()
 
 
 def images_of(backend: FastaiBackend):  # type: ignore[no-untyped-def]
@@ -36,7 +36,7 @@ def images_of(backend: FastaiBackend):  # type: ignore[no-untyped-def]
 
 
 def test_concurrent_submissions_get_their_sequential_answers(
-    predictor: FastaiBackend, thread: ThreadPoolExecutor
+    predictor: FastaiBackend, thread: ModelWorker
 ) -> None:
     images = [sample(label, seed=i) for i, label in enumerate(["red", "green", "blue"] * 20)]
     sequential = [classify(predictor, [img])[0] for img in images]
@@ -44,7 +44,7 @@ def test_concurrent_submissions_get_their_sequential_answers(
 
     async def main() -> list[Prediction]:
         batcher = Batcher(
-            images_of(predictor), max_batch_size=16, max_wait_ms=20, max_queue=1000, executor=thread,
+            images_of(predictor), max_batch_size=16, max_wait_ms=20, max_queue=1000, worker=thread,
             on_batch=lambda n, _: sizes.append(n),
         )  # fmt: skip
         batcher.start()
@@ -67,7 +67,7 @@ def test_concurrent_submissions_get_their_sequential_answers(
     assert max(sizes) <= 16
 
 
-def test_full_queue_answers_overloaded_and_recovers(thread: ThreadPoolExecutor) -> None:
+def test_full_queue_answers_overloaded_and_recovers(thread: ModelWorker) -> None:
     release = threading.Event()
 
     def slow(images: Sequence[Image.Image]) -> list[Prediction]:
@@ -75,7 +75,7 @@ def test_full_queue_answers_overloaded_and_recovers(thread: ThreadPoolExecutor) 
         return [Prediction("x", 1.0, (1.0,)) for _ in images]
 
     async def main() -> None:
-        batcher = Batcher(slow, max_batch_size=2, max_wait_ms=0, max_queue=4, executor=thread)
+        batcher = Batcher(slow, max_batch_size=2, max_wait_ms=0, max_queue=4, worker=thread)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit([sample()] * 4))
         await asyncio.sleep(0.05)
@@ -90,7 +90,7 @@ def test_full_queue_answers_overloaded_and_recovers(thread: ThreadPoolExecutor) 
     asyncio.run(main())
 
 
-def test_a_failing_model_fails_only_its_batch(thread: ThreadPoolExecutor) -> None:
+def test_a_failing_model_fails_only_its_batch(thread: ModelWorker) -> None:
     calls = 0
 
     def flaky(images: Sequence[Image.Image]) -> list[Prediction]:
@@ -101,7 +101,7 @@ def test_a_failing_model_fails_only_its_batch(thread: ThreadPoolExecutor) -> Non
         return [Prediction("ok", 1.0, (1.0,)) for _ in images]
 
     async def main() -> None:
-        batcher = Batcher(flaky, max_batch_size=4, max_wait_ms=0, max_queue=10, executor=thread)
+        batcher = Batcher(flaky, max_batch_size=4, max_wait_ms=0, max_queue=10, worker=thread)
         batcher.start()
         with pytest.raises(RuntimeError):
             await batcher.submit([sample()])
@@ -113,10 +113,10 @@ def test_a_failing_model_fails_only_its_batch(thread: ThreadPoolExecutor) -> Non
     asyncio.run(main())
 
 
-def test_lone_request_does_not_wait_for_company(predictor: FastaiBackend, thread: ThreadPoolExecutor) -> None:
+def test_lone_request_does_not_wait_for_company(predictor: FastaiBackend, thread: ModelWorker) -> None:
     async def main() -> float:
         batcher = Batcher(
-            images_of(predictor), max_batch_size=64, max_wait_ms=800, max_queue=10, executor=thread
+            images_of(predictor), max_batch_size=64, max_wait_ms=800, max_queue=10, worker=thread
         )
         batcher.start()
         await batcher.submit([sample()])  # warm
@@ -129,14 +129,12 @@ def test_lone_request_does_not_wait_for_company(predictor: FastaiBackend, thread
     assert asyncio.run(main()) < 0.5  # nobody else is being decoded, so it does not sit out the 800 ms
 
 
-def test_batch_waits_for_requests_still_being_decoded(
-    predictor: FastaiBackend, thread: ThreadPoolExecutor
-) -> None:
+def test_batch_waits_for_requests_still_being_decoded(predictor: FastaiBackend, thread: ModelWorker) -> None:
     sizes: list[int] = []
 
     async def main() -> None:
         batcher = Batcher(
-            images_of(predictor), max_batch_size=8, max_wait_ms=2000, max_queue=10, executor=thread,
+            images_of(predictor), max_batch_size=8, max_wait_ms=2000, max_queue=10, worker=thread,
             on_batch=lambda n, _: sizes.append(n),
         )  # fmt: skip
         batcher.start()

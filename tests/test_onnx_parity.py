@@ -1,6 +1,7 @@
-"""The ONNX backend (PIL + numpy preprocessing, ONNX Runtime) gives learn.predict's answers: on 277 images of every
-format and mode the decoder accepts, for a small CNN with each resize method and a resnet, top-1 is equal on every
-image and no probability differs by more than 1e-4."""
+"""Both backends give learn.predict's answers: on 277 images of every format and mode the decoder accepts, for a
+small CNN with each resize method and a resnet, top-1 is equal on every image and no probability differs by more
+than 1e-4, for ONNX Runtime (PIL + numpy preprocessing) and for the fastai backend (its verified fast item path);
+and the PIL + numpy item pipeline gives exactly fastai's own pixels."""
 
 from __future__ import annotations
 
@@ -47,12 +48,19 @@ def exported(request: pytest.FixtureRequest, dataset: Path, tmp_path_factory: py
     return model
 
 
-def test_onnx_answers_equal_learn_predict(exported: Path, images: dict[str, object]) -> None:
+@pytest.mark.parametrize("kind", ["onnx", "fastai"])
+def test_answers_equal_learn_predict(kind: str, exported: Path, images: dict[str, object]) -> None:
     from fastai.learner import load_learner
+
+    from tests.backends import fastai_backend
 
     assert len(images) >= 200
     learn = load_learner(exported)
-    backend = OnnxBackend.load(verify_model_file(exported.with_suffix(".onnx")), "cpu")
+    if kind == "onnx":
+        backend = OnnxBackend.load(verify_model_file(exported.with_suffix(".onnx")), "cpu")
+    else:
+        backend = fastai_backend(exported)
+        assert backend.fast_items is not None  # the verified PIL/numpy item path is what is being tested
     ours = classify(backend, list(images.values()))  # one batch of every size, format and mode
     worst = 0.0
     for name, image, pred in zip(images, images.values(), ours, strict=True):
@@ -70,4 +78,15 @@ def test_item_pipeline_is_pixel_identical_to_fastais(exported: Path, images: dic
     fastai = fastai_backend(exported)
     onnx = OnnxBackend.load(verify_model_file(exported.with_suffix(".onnx")), "cpu")
     for name, image in images.items():
-        assert np.array_equal(onnx.prepare(image), fastai.prepare(image).numpy()), name
+        assert np.array_equal(onnx.prepare(image), fastai._fastai_item(image).numpy()), name  # fastai's own
+
+
+def test_other_item_transforms_run_through_fastai(tiny_model: Path) -> None:
+    from fastai.vision.augment import CropPad
+
+    from tests.backends import fastai_backend
+
+    backend = fastai_backend(tiny_model)
+    assert backend.fast_items is not None
+    backend.item_tfms.add(CropPad(20))  # a learner with an item transform the twin does not know
+    assert backend._verified_fast_path() is None

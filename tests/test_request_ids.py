@@ -75,8 +75,15 @@ def captured() -> Iterator[io.StringIO]:
     logger = logging.getLogger("learnserve")
     saved = logger.handlers[:], logger.level, logger.propagate
     logging.config.dictConfig({**config, "loggers": {"learnserve": config["loggers"]["learnserve"]}})
+    handler = logger.handlers[0]
+
+    class Flushed(io.StringIO):  # lines are written by a background thread: wait for it before reading
+        def getvalue(self) -> str:
+            handler.flush()
+            return buffer.getvalue()
+
     try:
-        yield buffer
+        yield Flushed()
     finally:
         logger.handlers[:], logger.level, logger.propagate = saved
 

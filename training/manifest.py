@@ -119,6 +119,34 @@ class Manifest(BaseModel):
         return ".".join(self.versions.get("python", "").split(".")[:2])
 
 
+RESAMPLES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}  # PIL's numbers
+PAD_MODES = ("zeros", "border", "reflection")
+
+
+def item_pipeline(item_tfms: Any) -> dict[str, Any]:
+    """The resize part of `Preprocessing`, read from a learner's validation item transforms (`dls.valid.after_item`)
+    by their names and attributes (no fastai import here). Only `Resize` then `ToTensor` are understood; anything
+    else raises ValueError naming it. Shared by the ONNX export and the fastai backend's fast item path."""
+    spec: dict[str, Any] = {}
+    for tfm in item_tfms.fs:
+        name = type(tfm).__name__
+        if name == "Resize":
+            width, height = tfm.size[1], tfm.size[0]  # fastai keeps (height, width)
+            if width != height:
+                raise ValueError(f"Resize to {width}x{height}: only square inputs are supported")
+            if str(tfm.pad_mode) not in PAD_MODES or tfm.mode not in RESAMPLES:
+                raise ValueError(
+                    f"Resize with pad mode {tfm.pad_mode} / resample {tfm.mode} is not supported"
+                )
+            spec |= {"resize_method": str(tfm.method), "size": int(width), "pad_mode": str(tfm.pad_mode),
+                     "resample": RESAMPLES[tfm.mode]}  # fmt: skip
+        elif name != "ToTensor":
+            raise ValueError(f"the item transform {name} is not understood")
+    if "size" not in spec:
+        raise ValueError("the learner has no Resize item transform: its input size is not fixed")
+    return spec
+
+
 def library_versions(names: tuple[str, ...]) -> dict[str, str]:
     """The running Python and the installed versions of `names` ("unknown" when not installed)."""
     found = {"python": platform.python_version()}

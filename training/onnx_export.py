@@ -27,14 +27,13 @@ from training.manifest import (
     OnnxExport,
     Preprocessing,
     TensorSpec,
+    item_pipeline,
     sha256_file,
     write_manifest,
 )
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4  # probabilities, ONNX Runtime vs learn.model, on the same preprocessed batch
-RESAMPLES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
-PAD_MODES = ("zeros", "border", "reflection")
 
 
 def preprocessing_of(learn: Any, manifest: Manifest) -> Preprocessing:
@@ -43,24 +42,10 @@ def preprocessing_of(learn: Any, manifest: Manifest) -> Preprocessing:
 
     dls = learn.dls
     spec: dict[str, Any] = {"augment": manifest.preprocessing.augment, "normalize": None}
-    for tfm in dls.valid.after_item.fs:
-        name = type(tfm).__name__
-        if name == "Resize":
-            width, height = tfm.size[1], tfm.size[0]  # fastai keeps (height, width)
-            if width != height:
-                raise TrainingError(f"Resize to {width}x{height}: the ONNX path handles square inputs only")
-            if str(tfm.pad_mode) not in PAD_MODES or tfm.mode not in RESAMPLES:
-                raise TrainingError(
-                    f"Resize with pad mode {tfm.pad_mode} / resample {tfm.mode} is not supported"
-                )
-            spec |= {"resize_method": str(tfm.method), "size": int(width), "pad_mode": str(tfm.pad_mode),
-                     "resample": RESAMPLES[tfm.mode]}  # fmt: skip
-        elif name != "ToTensor":
-            raise TrainingError(
-                f"the item transform {name} cannot be reproduced by the ONNX path; serve the .pkl"
-            )
-    if "size" not in spec:
-        raise TrainingError("the learner has no Resize item transform: its input size is not fixed")
+    try:
+        spec |= item_pipeline(dls.valid.after_item)
+    except ValueError as e:
+        raise TrainingError(f"{e}: the ONNX path cannot reproduce it; serve the .pkl") from None
     for tfm in dls.valid.after_batch.fs:
         name = type(tfm).__name__
         if name == "IntToFloatTensor":

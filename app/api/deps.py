@@ -22,17 +22,18 @@ class ServerState:
         self.draining = True
 
 
-def get_repository(request: Request) -> ModelRepository:
+# async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request for a dict lookup.
+async def get_repository(request: Request) -> ModelRepository:
     repository: ModelRepository = request.state.repository
     return repository
 
 
-def get_server_state(request: Request) -> ServerState:
+async def get_server_state(request: Request) -> ServerState:
     state: ServerState = request.state.server
     return state
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 

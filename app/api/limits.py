@@ -57,6 +57,17 @@ class BodyGuard:
         deadline = loop.time() + self.timeout
 
         body_done = False
+        timed_out = False
+        task = asyncio.current_task()
+
+        def expire() -> None:  # the body deadline passed: interrupt the receive the app is waiting on
+            nonlocal timed_out
+            if task is not None and not body_done:
+                timed_out = True
+                task.cancel()
+
+        # One timer per request (cancelled once the body is in), not a timeout context per receive: cheaper.
+        timer = loop.call_at(deadline, expire)
 
         async def guarded_receive() -> Message:
             nonlocal received, held, failure, body_done
@@ -65,26 +76,31 @@ class BodyGuard:
             if body_done:  # e.g. listening for a disconnect while answering: no deadline then
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
+                message = await receive()
+                if message["type"] == "http.request":
+                    body_done = not message.get("more_body", False)
+                    if body_done:
+                        timer.cancel()
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        detail = f"The request body is larger than the limit of {limit:,} bytes."
+                        failure = (413, "request_too_large", detail, CLOSE)
+                        return {"type": "http.disconnect"}
+                    if received > held:  # no Content-Length, or more than it said: charge as it comes
+                        try:
+                            await self.budget.acquire(received - held, "this request's body")
+                        except Overloaded as e:
+                            failure = (503, e.code, e.detail, {"Retry-After": "1", **CLOSE})
+                            return {"type": "http.disconnect"}
+                        held = received
+                return message
+            except asyncio.CancelledError:
+                if not timed_out or task is None:
+                    raise
+                task.uncancel()
                 detail = f"The request body did not arrive within {self.timeout:g} seconds."
                 failure = (408, "request_timeout", detail, CLOSE)
                 return {"type": "http.disconnect"}  # the app stops reading; the client gets our answer
-            if message["type"] == "http.request":
-                body_done = not message.get("more_body", False)
-                received += len(message.get("body", b""))
-                if received > limit:
-                    detail = f"The request body is larger than the limit of {limit:,} bytes."
-                    failure = (413, "request_too_large", detail, CLOSE)
-                    return {"type": "http.disconnect"}
-                if received > held:  # no Content-Length, or more than it said: charge as it comes
-                    try:
-                        await self.budget.acquire(received - held, "this request's body")
-                    except Overloaded as e:
-                        failure = (503, e.code, e.detail, {"Retry-After": "1", **CLOSE})
-                        return {"type": "http.disconnect"}
-                    held = received
-            return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
@@ -102,6 +118,7 @@ class BodyGuard:
             if failure and not started:
                 await send_error(send, path, *failure)
         finally:
+            timer.cancel()
             self.budget.release(held)
 
 

@@ -5,10 +5,15 @@ A startup failure is one line, not a traceback.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
+import sys
+import threading
 from datetime import UTC, datetime
-from typing import Any, Literal
+from logging.handlers import QueueHandler
+from typing import Any, Literal, TextIO
 
 
 class HideModelLoadTraceback(logging.Filter):
@@ -38,24 +43,48 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class BackgroundStderr(QueueHandler):
+    """Hands each record to a thread that formats it and writes it (to stderr), so the event loop never formats a
+    log line or blocks on a write (an access line per request cost ~8% of the event loop's time). The request
+    ID is attached here, on the caller's side, where its context variable is set. `flush` waits for the writer."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(queue.SimpleQueue())
+        self.target = logging.StreamHandler(stream or sys.stderr)
+        self.target.addFilter(HideModelLoadTraceback())
+        self.writer = threading.Thread(target=self._write, name="learnserve-log", daemon=True)
+        self.writer.start()
+        atexit.register(self.flush)  # what is still queued is written before the process ends
+
+    def _write(self) -> None:
+        while True:
+            item = self.queue.get()
+            if isinstance(item, threading.Event):
+                item.set()  # a flush marker: everything before it is written
+            else:
+                self.target.handle(item)
+
+    def flush(self) -> None:
+        done = threading.Event()
+        self.queue.put_nowait(done)
+        done.wait(timeout=5)
+        self.target.flush()
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        self.target.setFormatter(fmt)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # formatted on the writer's thread
+
+
 def log_config(level: str, fmt: Literal["plain", "json"] = "plain") -> dict[str, Any]:
     plain = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s]: %(message)s"
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {
-            "hide_load_traceback": {"()": HideModelLoadTraceback},
-            "request_id": {"()": "app.api.request_id.RequestIdFilter"},
-        },
+        "filters": {"request_id": {"()": "app.api.request_id.RequestIdFilter"}},
         "formatters": {"plain": {"format": plain}, "json": {"()": JsonFormatter}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": fmt,
-                "filters": ["hide_load_traceback", "request_id"],
-                "stream": "ext://sys.stderr",
-            }
-        },
+        "handlers": {"stderr": {"()": BackgroundStderr, "formatter": fmt, "filters": ["request_id"]}},
         "loggers": {
             "learnserve": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},

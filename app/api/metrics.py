@@ -109,7 +109,8 @@ class Metrics:
             buckets=powers_of_two(max_batch_size), registry=r,
         )  # fmt: skip
         self.inference_seconds = Histogram(
-            "learnserve_inference_seconds", "Seconds per forward pass (batch transforms and model)", ["model"],
+            "learnserve_inference_seconds", "Seconds per batch on the model thread: the forward pass, batch "
+            "transforms, and decoding the batch's small images", ["model"],
             buckets=INFERENCE_BUCKETS, registry=r,
         )  # fmt: skip
         self.queue_depth = QueueDepth()

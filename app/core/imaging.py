@@ -96,7 +96,8 @@ def working_bytes(image: Image.Image) -> int:
     (tests/test_imaging.py checks it against the measured peak for each kind of image)."""
     width, height = image.size
     source = _MODE_BYTES.get(image.mode, 4)
-    rotated = 2 if _orientation(image) not in (0, 1) else 1
+    # An EXIF block read with the header (JPEG, WebP, most PNGs) may rotate; parsing one costs, so only then.
+    rotated = 2 if "exif" in image.info and _orientation(image) not in (0, 1) else 1
     strips = 0
     if image.mode in _HIGH_DEPTH_MODES:
         extra = 1 + 4  # 8-bit gray, then RGB

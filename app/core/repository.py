@@ -21,6 +21,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.core.backends import SUFFIX, open_backend
+from app.core.batcher import ModelWorker
 from app.core.budget import MemoryBudget
 from app.core.errors import ModelLoadError, ModelNotFound, ModelRequired, NotReady
 from app.core.observer import Observer
@@ -57,10 +58,9 @@ class ModelRepository:
         self.settings = settings
         self.budget = budget or MemoryBudget(settings.max_inflight_bytes, settings.memory_wait_seconds)
         self.folder, self.only = settings.model_source()
-        # The one thread that runs every model's forward pass and warm-up. Each thread that calls into torch gets
-        # its own OpenMP team, and idle teams slow the busy one (measured: resnet18 at 64 px, 10.5 ms per image
-        # on one thread, 15 ms after a second thread had run the model). Unpickling happens on the loader thread.
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learnserve-model")
+        # The one thread that runs every model's batches and warm-up (see app/core/batcher.py for why one).
+        # Unpickling happens on the loader thread, so a reload does not stall the models being served.
+        self.model_thread = ModelWorker()
         self.observer = observer
         self.units: dict[str, ModelUnit] = {}
         self.errors: dict[str, str] = {}  # the last load error of each name, until it loads

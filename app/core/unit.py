@@ -15,24 +15,32 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
 from app.core.backends import Backend
-from app.core.batcher import Batcher
+from app.core.batcher import Batcher, ModelWorker
 from app.core.budget import MemoryBudget
 from app.core.errors import CoreError, NotReady, OverBudget
 from app.core.imaging import load_rgb, open_image, working_bytes
 from app.core.observer import Observer
-from app.core.prediction import ItemError, Outcome
+from app.core.prediction import ItemError, Outcome, Prediction
 from app.core.verify import VerifiedFile
 from training.manifest import Manifest
 
 Item = bytes | ItemError
-INLINE_BYTES = 64 * 1024  # decode on the event loop below this working set (a 128x128 RGB image)
+# Below this decoding working set (a 128x128 RGB image) an image is decoded on the model thread as part of its
+# batch, as a minimal server would: cheaper than a hop to a thread, and it keeps the event loop free for HTTP.
+SMALL_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Small:
+    """An opened (header-checked), not yet decoded small image, waiting to be decoded with its batch."""
+
+    image: Image.Image
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +58,7 @@ class ModelUnit:
         file: VerifiedFile,
         backend: Backend,
         limits: UnitLimits,
-        model_thread: Executor,
+        model_thread: ModelWorker,
         budget: MemoryBudget,
         observer: Observer | None = None,
         load_seconds: float = 0.0,
@@ -65,7 +73,7 @@ class ModelUnit:
         self.load_seconds = load_seconds
         self.loaded_at = time.time()
         self.batcher = Batcher(
-            backend.predict, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, model_thread,
+            self._run_batch, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, model_thread,
             on_batch=self._batch_done,
         )  # fmt: skip
         self._accepting = False
@@ -108,10 +116,10 @@ class ModelUnit:
                     prepared.append(outcome)
                     held += cost
             inputs = [p for p in prepared if not isinstance(p, ItemError)]
-            predictions = await self.batcher.submit(inputs) if inputs else []
-            if self.observer and predictions:
-                self.observer.predicted(self.name, predictions)
-            answers = iter(predictions)
+            outcomes = await self.batcher.submit(inputs) if inputs else []
+            if self.observer and outcomes:
+                self.observer.predicted(self.name, [o for o in outcomes if isinstance(o, Prediction)])
+            answers = iter(outcomes)
             return [p if isinstance(p, ItemError) else next(answers) for p in prepared]
         finally:
             self.budget.release(held)
@@ -121,7 +129,8 @@ class ModelUnit:
 
     async def _prepare(self, item: Item) -> tuple[Any, int]:
         """Decode one item and run the item transforms, charged to the memory budget: its decoding working set
-        while decoding, then its model-sized input (the returned cost, still held) until the batch is done."""
+        while decoding, then its model-sized input (the returned cost, still held) until the batch is done.
+        A small image is only opened here, and decoded on the model thread with its batch (`_run_batch`)."""
         if isinstance(item, ItemError):
             return item, 0
         try:
@@ -134,11 +143,10 @@ class ModelUnit:
             await self.budget.acquire(charge, "this image")
         except OverBudget as e:
             return ItemError.of(e), 0
+        if charge <= SMALL_BYTES:
+            return _Small(image), charge  # held until its batch is done
         try:
-            if charge <= INLINE_BYTES:  # a small image: decoding it costs less than a hop to a thread
-                outcome = self._load(image)
-            else:
-                outcome = await asyncio.get_running_loop().run_in_executor(None, self._load, image)
+            outcome = await asyncio.get_running_loop().run_in_executor(None, self._load, image)
         except BaseException:
             self.budget.release(charge)
             raise
@@ -153,6 +161,12 @@ class ModelUnit:
             return self.backend.prepare(load_rgb(image))
         except CoreError as e:
             return ItemError.of(e)
+
+    def _run_batch(self, items: Sequence[Any]) -> list[Outcome]:
+        """The model thread's work for one batch: decode its small images, then the backend's forward pass."""
+        ready = [self._load(i.image) if isinstance(i, _Small) else i for i in items]
+        predictions = iter(self.backend.predict([r for r in ready if not isinstance(r, ItemError)]))
+        return [r if isinstance(r, ItemError) else next(predictions) for r in ready]
 
     def _batch_done(self, size: int, seconds: float) -> None:
         if self.observer:

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import RepositoryDep, SettingsDep
 from app.api.errors import ERRORS
 from app.api.schemas import BatchResponse, PredictionResponse, error_responses
 from app.api.uploads import RAW_TYPES, Upload, read_uploads
@@ -136,29 +135,25 @@ async def predict_many(
     return JSONResponse({"results": results}, headers=model_headers(unit))
 
 
+# The handlers take the repository and settings from the request's state rather than as dependencies: on the
+# hot path, each FastAPI dependency costs a coroutine and its solving, per request.
+
+
 @router.post("/predict", summary="Classify one image with the default model", **SINGLE)
-async def predict(
-    request: Request, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
-) -> JSONResponse:
-    return await predict_one(request, repository, None, settings, top_k)
+async def predict(request: Request, top_k: TopK = None) -> JSONResponse:
+    return await predict_one(request, request.state.repository, None, request.state.settings, top_k)
 
 
 @router.post("/predict/batch", summary="Classify several images with the default model", **BATCH)
-async def predict_batch(
-    request: Request, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
-) -> JSONResponse:
-    return await predict_many(request, repository, None, settings, top_k)
+async def predict_batch(request: Request, top_k: TopK = None) -> JSONResponse:
+    return await predict_many(request, request.state.repository, None, request.state.settings, top_k)
 
 
 @router.post("/models/{name}/predict", summary="Classify one image with the named model", **SINGLE)
-async def predict_with(
-    name: ModelName, request: Request, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
-) -> JSONResponse:
-    return await predict_one(request, repository, name, settings, top_k)
+async def predict_with(name: ModelName, request: Request, top_k: TopK = None) -> JSONResponse:
+    return await predict_one(request, request.state.repository, name, request.state.settings, top_k)
 
 
 @router.post("/models/{name}/predict/batch", summary="Classify several images with the named model", **BATCH)
-async def predict_batch_with(
-    name: ModelName, request: Request, repository: RepositoryDep, settings: SettingsDep, top_k: TopK = None
-) -> JSONResponse:
-    return await predict_many(request, repository, name, settings, top_k)
+async def predict_batch_with(name: ModelName, request: Request, top_k: TopK = None) -> JSONResponse:
+    return await predict_many(request, request.state.repository, name, request.state.settings, top_k)

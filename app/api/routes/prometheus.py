@@ -27,7 +27,7 @@ DESCRIPTION = """Prometheus text format. Besides the usual `process_*` and `pyth
 """
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.state.metrics
     return metrics
 

@@ -1,26 +1,52 @@
 """The fastai backend: the learner's own exported pipelines, run in batches through `learn.model`. Exact
 `learn.predict` answers, without its per-call DataLoader, lock, callbacks and progress bar.
 
-`prepare` runs the validation item transforms (e.g. Resize -> ToTensor) under a lock (fastai transforms may keep
-per-call state); `predict` stacks, runs the batch transforms (IntToFloatTensor -> Normalize) and the model under
-`torch.inference_mode()`, on the one model thread.
+`prepare` runs the validation item transforms (e.g. Resize -> ToTensor); `predict` stacks, runs the batch
+transforms (IntToFloatTensor -> Normalize) and the model under `torch.inference_mode()`, on the one model thread.
+
+The item transforms of nearly every learner are `Resize` then `ToTensor`. For those, `prepare` runs the same
+steps with PIL and numpy (app/core/preprocess.py, with the parameters read from the learner's own `Resize`):
+8x less work per image (130 vs 16 us for a 28 px digit), most of it Python holding the GIL. Only after a check at
+load shows the two give the same pixels on images of many shapes; otherwise, and for any other item transform,
+fastai's pipeline runs itself (under a lock: fastai transforms may keep per-call state).
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from app.core.backends import BackendKind
 from app.core.errors import ModelLoadError
 from app.core.prediction import Prediction, from_probabilities
+from app.core.preprocess import Preprocessor
 from app.core.verify import VerifiedFile
+from training.manifest import Preprocessing, item_pipeline
+
+logger = logging.getLogger("learnserve")
+
+# (width, height) of the images the fast item path is checked on: tiny, thin, tall, wide, square, odd.
+CHECK_SIZES = [
+    (1, 1),
+    (2, 5),
+    (5, 2),
+    (7, 7),
+    (17, 33),
+    (33, 17),
+    (28, 28),
+    (64, 48),
+    (97, 131),
+    (300, 41),
+    (41, 300),
+]
 
 
 class FastaiBackend:
@@ -44,6 +70,10 @@ class FastaiBackend:
         self.batch_tfms.split_idx = 1
         self.activation = getattr(learn.loss_func, "activation", lambda x: torch.softmax(x, dim=-1))
         self._item_lock = threading.Lock()
+        self._tensor_type = type(
+            self._fastai_item(Image.new("RGB", (3, 3)))
+        )  # TensorImage: what batch tfms expect
+        self.fast_items = self._verified_fast_path()
 
     @classmethod
     def load(cls, file: VerifiedFile, device: str = "auto", threads: int | None = None) -> FastaiBackend:
@@ -53,9 +83,32 @@ class FastaiBackend:
         return cls(load_learner_file(file), chosen, file.manifest.input_size)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
+        if self.fast_items is not None:
+            return torch.from_numpy(self.fast_items.item(image)).as_subclass(self._tensor_type)
+        return self._fastai_item(image)
+
+    def _fastai_item(self, image: Image.Image) -> torch.Tensor:
         with self._item_lock:
             prepared: torch.Tensor = self.item_tfms(self.to_image(image))
         return prepared
+
+    def _verified_fast_path(self) -> Preprocessor | None:
+        """A PIL/numpy twin of the learner's item transforms, when they are Resize -> ToTensor and the twin gives
+        the same pixels as fastai on images of every awkward shape; else None (fastai's own pipeline runs)."""
+        try:
+            spec = item_pipeline(self.item_tfms)
+            twin = Preprocessor(Preprocessing(normalize=None, augment=False, **spec))
+        except (ValueError, KeyError):
+            return None
+        rng = np.random.default_rng(0)
+        for width, height in CHECK_SIZES:
+            image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            if not np.array_equal(twin.item(image), self._fastai_item(image).numpy()):
+                logger.warning(
+                    "the learner's item transforms are not reproduced exactly; running fastai's own"
+                )
+                return None
+        return twin
 
     def predict(self, inputs: Sequence[torch.Tensor]) -> list[Prediction]:
         if not inputs:
@@ -73,7 +126,8 @@ class FastaiBackend:
             self.predict([blank, blank])
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "device": self.device, "threads": torch.get_num_threads()}
+        return {"backend": self.kind, "device": self.device, "threads": torch.get_num_threads(),
+                "item_transforms": "PIL/numpy twin (verified)" if self.fast_items else "fastai"}  # fmt: skip
 
 
 def load_learner_file(file: VerifiedFile) -> Any:
