@@ -18,7 +18,8 @@ def expand(extras: dict[str, list[str]], names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+with open("pyproject.toml", "rb") as toml:
+    project = tomllib.load(toml)["project"]
 extras = project["optional-dependencies"]
 for path, names in (("requirements.txt", ["all"]), ("requirements-slim.txt", ["onnx"])):
     with open(path, "w") as f:
