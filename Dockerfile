@@ -6,6 +6,8 @@
 #       PyTorch from its CPU-only wheel index: no CUDA libraries, an image a fraction of the size.
 #   docker build -t learnserve:slim --target slim .
 #       ONNX Runtime only, neither torch nor fastai: serves NAME.onnx exports on CPU (LEARNSERVE_BACKEND=onnx).
+#   docker build -t learnserve:ray --build-arg EXTRAS=all,ray .
+#       the default image with Ray, for `python -m app score --engine ray` on a cluster (deploy/ray/rayjob.yaml).
 #
 # Stages: requirements (the dependency lists from pyproject.toml), deps and deps-slim (virtualenvs with those
 # dependencies: the big layers, rebuilt only when a list or constraints.txt changes), model (trains the bundled
@@ -18,8 +20,10 @@
 FROM python:3.11-slim AS requirements
 WORKDIR /src
 COPY pyproject.toml deploy/docker/requirements.py ./
-# requirements.txt: the core and the `all` extra (fastai, torch, ONNX Runtime); -slim: the core and `onnx`
-RUN python requirements.py
+# requirements.txt: the core and the EXTRAS (default `all`: fastai, torch, ONNX Runtime; `all,ray` adds Ray for
+# `score --engine ray`); requirements-slim.txt: the core and `onnx`
+ARG EXTRAS=all
+RUN python requirements.py "$EXTRAS"
 
 FROM python:3.11-slim AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,23 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.core.errors import ModelLoadError
+
+
+def bounded(least: int, most: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
+        if not least <= n <= most:
+            raise argparse.ArgumentTypeError(f"must be between {least} and {most}, got {n}")
+        return n
+
+    return parse
+
+
+top_k = bounded(1, 1000)  # as the server's ?top_k=
+positive = bounded(1, 1_000_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,18 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
 
-    p = sub.add_parser("predict", help="classify image files or folders and print a table, CSV or JSON")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files or folders and print a table, CSV or JSON",
+        description="Classify image files (folders are walked; the content decides, not the name) with the "
+        "server's core and settings. Exit status: 0 when every file was classified; 1 when one could not be "
+        "(without --keep-going the first such file ends the run; with it every file is tried and each failure "
+        "is reported in its row); 2 for a usage problem.",
+    )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
-    p.add_argument("--model", type=Path, default=None, help="model .pkl (default: LEARNSERVE_MODEL_PATH)")
+    p.add_argument(
+        "--model", type=Path, default=None, help="model .pkl or .onnx (default: LEARNSERVE_MODEL_PATH)"
+    )
     p.add_argument(
         "--format", choices=["table", "csv", "json"], default="table", help="output format (table)"
     )
     p.add_argument(
-        "--top-k", type=int, default=None, help="classes listed per image (default: LEARNSERVE_TOP_K)"
+        "--top-k", type=top_k, default=None, help="classes listed per image, 1-1000 (LEARNSERVE_TOP_K)"
+    )
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="try every file, reporting each failure in its row (exit 1 if any)",
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive,
         default=None,
         help="images per forward pass (default: LEARNSERVE_MAX_BATCH_SIZE)",
     )
@@ -68,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, default=None, help="model .pkl or .onnx (default: LEARNSERVE_MODEL_PATH)"
     )
     p.add_argument("--out", type=Path, required=True, help="predictions.csv or predictions.parquet")
-    p.add_argument("--top-k", type=int, default=None, help="classes per row (default: LEARNSERVE_TOP_K)")
+    p.add_argument("--top-k", type=top_k, default=None, help="classes per row, 1-1000 (LEARNSERVE_TOP_K)")
     p.add_argument("--resume", action="store_true", help="skip inputs already in --out (or its .partial.csv)")
     p.add_argument(
         "--engine",
@@ -77,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="local (default): this process; ray: Ray Data",
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (LEARNSERVE_MAX_BATCH_SIZE)"
+        "--batch-size",
+        type=positive,
+        default=None,
+        help="images per forward pass (LEARNSERVE_MAX_BATCH_SIZE)",
     )
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default=None, help="default: LEARNSERVE_DEVICE"
@@ -88,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="join a Ray cluster: auto or ray://host:10001 (default: a local Ray)",
     )
-    p.add_argument("--concurrency", type=int, default=1, help="Ray actors, each with one model copy (1)")
+    p.add_argument("--concurrency", type=positive, default=1, help="Ray actors, each with one model copy (1)")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per Ray actor (0)")
     return parser
 
@@ -104,6 +140,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Known noise, not the user's business: torch 2.14 deprecates torch.jit.script, which fastai calls on import.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     try:
         settings = settings_from(args)
     except ValidationError as e:
@@ -122,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_score(settings, job)
         from app.cli.predict import run_predict
 
-        return run_predict(settings, args.paths, args.format, args.top_k)
+        return run_predict(
+            settings, args.paths, args.format, args.top_k, args.keep_going, args.model is not None
+        )
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

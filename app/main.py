@@ -25,7 +25,7 @@ from app.api.limits import BodyGuard
 from app.api.metrics import HttpMetrics, Metrics, RouteTemplates
 from app.api.request_id import HEADER as REQUEST_ID_HEADER
 from app.api.request_id import RequestIdMiddleware
-from app.api.routes import admin, demo, health, models, predict, prometheus, v2
+from app.api.routes import admin, demo, docs, health, models, predict, prometheus, v2
 from app.api.schemas import error_responses
 from app.api.security import KeyGuard, docs_dependencies
 from app.config import Settings
@@ -109,7 +109,14 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             await asyncio.gather(*background, return_exceptions=True)
             await repository.close()
 
-    app = FastAPI(title="learnserve", description=DESCRIPTION, version=VERSION, lifespan=lifespan)
+    app = FastAPI(
+        title="learnserve",
+        description=DESCRIPTION,
+        version=VERSION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )  # /docs and /redoc come from app/api/routes/docs.py: their assets are served here, not from a CDN
     errors.install(app)
     # Middleware, innermost first: the body limit, the keys (checked before any byte of a body is read), CORS,
     # metrics, and the request ID outermost, so that every answer (a 413, a 401, a preflight) is counted and
@@ -148,6 +155,8 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     app.include_router(health.router)
     app.include_router(prometheus.router)
     app.include_router(demo.router)
+    app.include_router(docs.router)
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")  # before /static, which would shadow it
     app.mount("/static", demo.static_files(), name="static")
     return app
 

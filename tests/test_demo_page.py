@@ -111,6 +111,29 @@ def test_upload_in_a_real_browser(server: LiveServer, tiny_model: Path, tmp_path
             page.wait_for_timeout(400)  # let the bars finish their transition before the picture
             screenshot = tmp_path / "learnserve-demo.png"
             page.screenshot(path=str(screenshot), full_page=True)
+
+            # A file the page refuses itself: the previous image and answer go, they must not look like its.
+            notes = tmp_path / "notes.txt"
+            notes.write_text("not an image")
+            page.set_input_files("#file", str(notes))
+            expect(page.locator("#status")).to_contain_text("is not an image")
+            expect(page.locator("#preview")).to_be_hidden()
+            expect(page.locator("#label")).to_have_text("–")
+            assert page.locator("#bars li").count() == 0
+
+            # Probabilities that would round to 100% and 0% keep a decimal more.
+            answer = (
+                '{"label":"blue","probability":0.99981,"top":[{"label":"blue","probability":0.99981},'
+                '{"label":"red","probability":0.00017},{"label":"green","probability":0.00002}]}'
+            )
+            page.route(
+                "**/predict?*",
+                lambda route: route.fulfill(status=200, content_type="application/json", body=answer),
+            )
+            page.set_input_files("#file", str(blue))
+            expect(page.locator("#confidence")).to_have_text("99.98% probability")
+            values = page.locator("#bars .bar-value").all_text_contents()
+            assert values == ["99.98%", "0.02%", "<0.01%"], values
         finally:
             browser.close()
 

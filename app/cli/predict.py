@@ -1,5 +1,10 @@
 """`python -m app predict`: classify files and folders with the server's core and settings (sha256 pin, torch
-threads, batch pixel cap, top-k default), and print a table, CSV or JSON."""
+threads, batch pixel cap, top-k default), and print a table, CSV or JSON.
+
+Exit status: 0 when every file was classified; 1 when one could not be (without --keep-going the first such file
+ends the run; with it every file is tried and each failure reported in its row); 2 for a usage problem (no such
+path, an empty folder, no model).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from app.config import Settings
 from app.core.files import classify_files
 from app.core.prediction import ItemError
 from app.core.repository import open_model
+from app.scoring.output import Row, columns, row_of
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -27,55 +33,97 @@ def collect(paths: list[Path]) -> list[Path]:
     return found
 
 
-async def predict_rows(settings: Settings, files: list[Path], top_k: int) -> list[dict[str, Any]]:
+async def predict_rows(settings: Settings, files: list[Path], top_k: int, keep_going: bool) -> list[Row]:
+    """One row per file (scoring's row shape), in order; without `keep_going`, up to the first failure."""
     from tqdm import tqdm
 
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     bar = tqdm(
         total=len(files), unit="img", file=sys.stderr, disable=len(files) < 50 or not sys.stderr.isatty()
     )
     async with open_model(settings) as unit:
+        k = min(top_k, len(unit.classes))
         async for paths, outcomes in classify_files(unit, files, settings.max_upload_bytes):
             for path, outcome in zip(paths, outcomes, strict=True):
-                row: dict[str, Any] = {"path": str(path)}
-                if isinstance(outcome, ItemError):
-                    row.update(error=outcome.code, detail=outcome.detail)
-                else:
-                    row.update(label=outcome.label, probability=round(outcome.probability, 6))
-                    row["top"] = [
-                        {"label": c, "probability": round(p, 6)} for c, p in outcome.top(unit.classes, top_k)
-                    ]
-                rows.append(row)
+                rows.append(row_of(str(path), outcome, unit.classes, k))
+                if isinstance(outcome, ItemError) and not keep_going:
+                    bar.close()
+                    return rows
             bar.update(len(paths))
     bar.close()
     return rows
 
 
-def write(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
+def as_json(row: Row) -> dict[str, Any]:
+    """The API's shapes: a prediction with `top`, or `error: {code, detail}`."""
+    if "error" in row:
+        return {"path": row["path"], "error": {"code": row["error"], "detail": row["detail"]}}
+    ranks = [""] + [f"_{i}" for i in range(2, 1000) if f"label_{i}" in row]
+    top = [{"label": row[f"label{r}"], "probability": round(row[f"probability{r}"], 6)} for r in ranks]
+    return {
+        "path": row["path"],
+        "label": row["label"],
+        "probability": round(row["probability"], 6),
+        "top": top,
+    }
+
+
+def write(rows: list[Row], fmt: str, top_k: int, out: TextIO) -> None:
     if fmt == "json":
-        json.dump(rows, out, indent=2)
+        json.dump([as_json(r) for r in rows], out, indent=2)
         out.write("\n")
     elif fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(["path", "label", "probability", "error"])
-        for r in rows:
-            writer.writerow([r["path"], r.get("label", ""), r.get("probability", ""), r.get("error", "")])
+        writer = csv.DictWriter(out, columns(top_k), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     else:
-        width = min(60, max([len(r["path"]) for r in rows] + [4]))
-        out.write(f"{'path':<{width}}  {'label':<16} {'prob':>7}  top\n")
-        for r in rows:
-            if "error" in r:
-                out.write(f"{r['path']:<{width}}  error: {r['error']} ({r['detail']})\n")
-            else:
-                top = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"][1:])
-                out.write(f"{r['path']:<{width}}  {r['label']:<16} {r['probability']:>7.4f}  {top}\n")
+        out.write(table(rows))
 
 
-def run_predict(settings: Settings, paths: list[Path], fmt: str, top_k: int | None) -> int:
+def table(rows: list[Row]) -> str:
+    """Aligned columns: path, label, probability, then the other top classes or the error."""
+    cells = []
+    for r in rows:
+        if "error" in r:
+            cells.append((r["path"], "-", "-", f"error: {r['error']} ({r['detail']})"))
+        else:
+            others = ", ".join(f"{r[f'label_{i}']} {r[f'probability_{i}']:.3f}" for i in range(2, 1000)
+                               if f"label_{i}" in r)  # fmt: skip
+            cells.append((r["path"], str(r["label"]), f"{r['probability']:.4f}", others))
+    header = ("path", "label", "prob", "top")
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(3)]
+    lines = [
+        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip()
+        for row in [header, *cells]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_predict(
+    settings: Settings, paths: list[Path], fmt: str, top_k: int | None, keep_going: bool, model_given: bool
+) -> int:
     missing = [p for p in paths if not p.exists()]
     if missing:
         print(f"error: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    rows = asyncio.run(predict_rows(settings, collect(paths), top_k or settings.top_k))
-    write(rows, fmt, sys.stdout)
-    return 1 if rows and all("error" in r for r in rows) else 0
+    files = collect(paths)
+    if not files:
+        print(f"error: no files to classify in {', '.join(map(str, paths))}", file=sys.stderr)
+        return 2
+    if not model_given and settings.model_dir is None and not settings.model_path.exists():
+        print(
+            f"error: no model: pass --model models/NAME.pkl ({settings.model_path} does not exist)",
+            file=sys.stderr,
+        )
+        return 2
+    k = top_k or settings.top_k
+    rows = asyncio.run(predict_rows(settings, files, k, keep_going))
+    width = max((int(c.split("_")[1]) for r in rows for c in r if c.startswith("label_")), default=1)
+    write(rows, fmt, width, sys.stdout)
+    failed = sum("error" in r for r in rows)
+    if failed and not keep_going:
+        print(f"error: stopped at {rows[-1]['path']}: {rows[-1]['detail']} (--keep-going tries every file)",
+              file=sys.stderr)  # fmt: skip
+    elif failed:
+        print(f"{failed} of {len(rows)} files could not be classified", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,4 +1,5 @@
-// The demo page: choose, drop or paste an image; POST it to /predict; draw the top classes as bars.
+// The demo page: choose, drop or paste an image; POST it to the model; draw the top classes as bars.
+// With several models, a picker chooses which (GET /models; POST /models/{name}/predict).
 // Every string from the server or the user goes into the page as text (textContent), never as markup.
 "use strict";
 
@@ -7,8 +8,18 @@
   let apiKey = ""; // typed by the user when the server asks; kept in this variable only
   let topK = 5;
   let waitingFile = null; // an image chosen before the key was given
+  let model = null; // the chosen model's name; null: the server's default model
 
-  const percent = (p) => `${(p * 100).toFixed(p >= 0.9995 || p < 0.0005 ? 0 : 1)}%`;
+  // One decimal, or two where one would round to 100% or 0% (99.98%, not "100%" beside "0%").
+  const percent = (p) => {
+    for (const digits of [1, 2]) {
+      const text = (p * 100).toFixed(digits);
+      const rounded = Number(text);
+      if ((rounded < 100 || p >= 1) && (rounded > 0 || p <= 0)) return `${text}%`;
+    }
+    return p < 0.5 ? "<0.01%" : ">99.99%";
+  };
+  const modelPath = (suffix) => (model ? `/models/${encodeURIComponent(model)}${suffix}` : suffix === "" ? "/metadata" : suffix);
 
   function setStatus(text, isError = false) {
     const status = $("status");
@@ -39,8 +50,36 @@
     $("api-key").focus();
   }
 
+  async function loadModels() {
+    const { response, body } = await call("/models");
+    if (response.status === 401) {
+      $("model-name").textContent = "API key needed";
+      askForKey(response, body);
+      return false;
+    }
+    const ready = response.ok && body && Array.isArray(body.models) ? body.models.filter((m) => m.ready) : [];
+    const picker = $("model-picker");
+    if (ready.length > 1) {
+      picker.replaceChildren(
+        ...ready.map((m) => {
+          const option = document.createElement("option");
+          option.value = m.name;
+          option.textContent = m.name;
+          return option;
+        }),
+      );
+      model = body.default && ready.some((m) => m.name === body.default) ? body.default : ready[0].name;
+      picker.value = model;
+      picker.hidden = false;
+    } else {
+      model = null;
+      picker.hidden = true;
+    }
+    return loadModel();
+  }
+
   async function loadModel() {
-    const { response, body } = await call("/metadata");
+    const { response, body } = await call(modelPath(""));
     if (response.status === 401) {
       $("model-name").textContent = "API key needed";
       askForKey(response, body);
@@ -101,6 +140,18 @@
     return item;
   }
 
+  function clearResult(message) {
+    const preview = $("preview");
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.removeAttribute("src");
+    preview.hidden = true;
+    $("drop").classList.remove("has-image");
+    $("file-name").textContent = "";
+    $("label").textContent = "–";
+    $("confidence").textContent = message;
+    $("bars").replaceChildren();
+  }
+
   function showResult(result) {
     $("label").textContent = result.label;
     $("confidence").textContent = `${percent(result.probability)} probability`;
@@ -110,6 +161,7 @@
   async function classify(file) {
     if (!file) return;
     if (file.type && !file.type.startsWith("image/")) {
+      clearResult("Nothing was classified."); // the previous answer must not look like this file's
       setStatus(`${file.name || "That file"} is not an image.`, true);
       return;
     }
@@ -120,7 +172,7 @@
     const started = performance.now();
     let response, body;
     try {
-      ({ response, body } = await call(`/predict?top_k=${topK}`, { method: "POST", body: form }));
+      ({ response, body } = await call(`${modelPath("/predict")}?top_k=${topK}`, { method: "POST", body: form }));
     } catch (error) {
       setStatus(`Could not reach the server: ${error.message}`, true);
       return;
@@ -176,7 +228,12 @@
     drop.addEventListener("drop", (event) => {
       event.preventDefault();
       const file = imageFrom(event.dataTransfer && event.dataTransfer.files);
-      file ? classify(file) : setStatus("Drop an image file.", true);
+      if (file) {
+        classify(file);
+      } else {
+        clearResult("Nothing was classified.");
+        setStatus("Drop an image file.", true);
+      }
     });
     document.addEventListener("paste", (event) => {
       const file = imageFrom(event.clipboardData && event.clipboardData.items);
@@ -190,7 +247,7 @@
       apiKey = $("api-key").value.trim();
       $("api-key").value = "";
       setStatus("");
-      if ((await loadModel()) && waitingFile) {
+      if ((await loadModels()) && waitingFile) {
         const file = waitingFile;
         waitingFile = null;
         classify(file);
@@ -198,6 +255,12 @@
     });
   }
 
+  $("model-picker").addEventListener("change", (event) => {
+    model = event.target.value;
+    clearResult("Choose an image to see what this model thinks.");
+    loadModel().catch((error) => setStatus(`Could not reach the server: ${error.message}`, true));
+  });
+
   wire();
-  loadModel().catch((error) => setStatus(`Could not reach the server: ${error.message}`, true));
+  loadModels().catch((error) => setStatus(`Could not reach the server: ${error.message}`, true));
 })();

@@ -1,11 +1,13 @@
 """Write the images' requirement lists from pyproject.toml (the Dockerfile's `requirements` stage runs this).
 
-requirements.txt: the serving core and the `all` extra (fastai, torch, ONNX Runtime, pyarrow): the default image.
+requirements.txt: the serving core and the extras named in argv[1] (default `all`: fastai, torch, ONNX Runtime,
+pyarrow): the default image; `all,ray` adds Ray for `score --engine ray` (deploy/ray/rayjob.yaml).
 requirements-slim.txt: the serving core and the `onnx` extra, neither torch nor fastai: the slim image.
 Extras that name `learnserve[...]` are expanded here, since the project itself is installed from its wheel.
 """
 
 import re
+import sys
 import tomllib
 
 
@@ -21,6 +23,7 @@ def expand(extras: dict[str, list[str]], names: list[str]) -> list[str]:
 with open("pyproject.toml", "rb") as toml:
     project = tomllib.load(toml)["project"]
 extras = project["optional-dependencies"]
-for path, names in (("requirements.txt", ["all"]), ("requirements-slim.txt", ["onnx"])):
+full = (sys.argv[1] if len(sys.argv) > 1 else "all").split(",")
+for path, names in (("requirements.txt", full), ("requirements-slim.txt", ["onnx"])):
     with open(path, "w") as f:
         f.write("\n".join(project["dependencies"] + expand(extras, names)) + "\n")
