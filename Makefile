@@ -25,12 +25,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 $(MODEL): | $(VENV)/.installed
 	$(PY) -m training data digits data/digits
-	$(PY) -m training train data/digits --arch cnn --epochs 12 --lr 1e-2 --out $(MODEL)
+	$(PY) -m training train data/digits --arch cnn --epochs 12 --lr 1e-2 --out $(MODEL) --onnx
 
 model: $(VENV)/.installed $(MODEL)  ## train the default digits model (models/digits.pkl) if missing
 
+# MALLOC_ARENA_MAX=2: fewer glibc heaps, a lower peak under bursts of large images (README: Memory)
 serve: $(VENV)/.installed $(MODEL)  ## install, train the default model if missing, serve on http://127.0.0.1:8000
-	LEARNSERVE_MODEL_PATH=$(MODEL) $(PY) -m app serve --host $(HOST) --port $(PORT)
+	MALLOC_ARENA_MAX=2 LEARNSERVE_MODEL_PATH=$(MODEL) $(PY) -m app serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-dev  ## install with dev extras and run the whole test suite
 	$(PY) -m pytest

@@ -61,7 +61,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                          f"{fmt(x['rss_mb'], 0)} | | | {ratio} |")  # fmt: skip
         if "score" in row:
             ratio = f"{row['score']['ips'] / top:.2f}" if top else "-"
-            lines.append(f"| {model} | `python -m app score` (local engine, 1,024 files) | {fmt(row['score']['ips'])} "
+            lines.append(f"| {model} | `python -m app score` (local engine, {row['score'].get('files', 1024):,.0f} files) | {fmt(row['score']['ips'])} "
                          f"(offline) | | | | | {ratio} |")  # fmt: skip
         for name, label in LABELS.items():
             if name in row:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the learnserve image from the unmodified Dockerfile with rootful podman, run it the way a user would,
-# and check it: read-only root filesystem, HEALTHCHECK turns healthy, a real PNG is classified, the process is
-# not root and cannot write models/, SIGTERM ends it with exit code 0. `make image-test` runs this.
+# Build the learnserve images (the default target and `--target slim`) from the unmodified Dockerfile with rootful
+# podman, run each the way a user would, and check it: read-only root filesystem, HEALTHCHECK turns healthy, real
+# PNGs are classified, the process is not root and cannot write models/, SIGTERM ends it with exit code 0; the
+# slim image must hold neither torch nor fastai. Prints both images' sizes. `make image-test` runs this.
 #
 #   deploy/image-test.sh            base (if not cached) + build + run checks
 #   deploy/image-test.sh base       only make the local python:3.11-slim stand-in
@@ -21,6 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${LEARNSERVE_IMAGE_CACHE:-/var/cache/learnserve-image}
 IMAGE=${IMAGE:-localhost/learnserve:image-test}
+IMAGE_SLIM=${IMAGE_SLIM:-localhost/learnserve:image-test-slim}
 BASE_IMAGE=docker.io/library/python:3.11-slim
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -98,7 +100,7 @@ pip_paths() {
     "$py" "$ROOT/deploy/podman/pip_config.py" "$CACHE/pip.conf"
 }
 
-build_image() {
+build_image() {  # build_image TARGET TAG
     # HTTPS from inside the build goes through this machine's TLS proxy, so its CA bundle is needed there;
     # pip's configuration and the wheel folders it names make PyTorch install from disk where it lies there.
     local mounts=() path
@@ -109,13 +111,14 @@ build_image() {
     [[ -s $CACHE/pip.conf ]] && mounts+=(-v "$CACHE/pip.conf:/etc/pip.conf:ro")
     local extra=()
     read -r -a extra <<<"${IMAGE_BUILD_ARGS:-}"
-    log "podman build $IMAGE (mounts: ${mounts[*]:-none})"
+    local target=$1 tag=$2
+    log "podman build --target $target $tag (mounts: ${mounts[*]:-none})"
     local t0=$SECONDS previous
-    previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-    podman build --format docker --pull=never --layers -t "$IMAGE" "${mounts[@]}" "${extra[@]}" "$ROOT"
-    log "built in $((SECONDS - t0)) s"
+    previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+    podman build --format docker --pull=never --layers --target "$target" -t "$tag" "${mounts[@]}" "${extra[@]}" "$ROOT"
+    log "built $tag in $((SECONDS - t0)) s"
     # Drop the image this build replaced (not `podman image prune`: that also drops the cached build stages).
-    if [[ -n $previous && $previous != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]]; then
+    if [[ -n $previous && $previous != "$(podman image inspect --format '{{.Id}}' "$tag")" ]]; then
         podman rmi "$previous" >/dev/null 2>&1 || true
     fi
 }
@@ -154,16 +157,12 @@ for i in (3, 100, 500, 1000, 1500):
 '
 }
 
-run_checks() {
-    WORK=$(mktemp -d)
-    chmod 0777 "$WORK"
-    trap cleanup EXIT
-    make_pngs
-
-    log "run $IMAGE read-only on 127.0.0.1:$PORT"
+run_checks() {  # run_checks IMAGE: the PNGs in $WORK were made by make_pngs
+    local image=$1
+    log "run $image read-only on 127.0.0.1:$PORT"
     # --health-interval=disable: no systemd timer here; `podman healthcheck run` runs the image's HEALTHCHECK
     podman run -d --name "$RUN_ID" --read-only --tmpfs /tmp:rw,mode=1777,size=256m \
-        --health-interval=disable -p "127.0.0.1:$PORT:8000" "$IMAGE" >/dev/null
+        --health-interval=disable -p "127.0.0.1:$PORT:8000" "$image" >/dev/null
     wait_healthy
 
     local ok=0 total=0 png answer want got
@@ -203,8 +202,11 @@ for path, mode in ((model, "ab"), (os.path.join(os.path.dirname(model), "new"), 
         sys.exit(f"uid {os.getuid()} wrote {path}")
 '
     podman exec "$RUN_ID" python -c "$probe" read-only >&2 || die "models/ writable in the running container"
-    podman run --rm --no-healthcheck --name "$RUN_ID-probe" --network none "$IMAGE" python -c "$probe" writable >&2 ||
+    podman run --rm --no-healthcheck --name "$RUN_ID-probe" --network none "$image" python -c "$probe" writable >&2 ||
         die "models/ writable by the image's user"
+    local rss
+    rss=$(podman exec "$RUN_ID" awk '/^VmRSS:/ {printf "%.0f", $2 / 1024}' /proc/1/status)
+    log "server resident memory after the checks: $rss MB"
 
     log "podman stop (the image's STOPSIGNAL, then up to 30 s to drain)"
     local t0=$SECONDS code
@@ -213,7 +215,20 @@ for path, mode in ((model, "ab"), (os.path.join(os.path.dirname(model), "new"), 
     podman logs --tail 5 "$RUN_ID" >&2 || true
     [[ $code == 0 ]] || die "exit code $code after SIGTERM"
     log "exited 0 after SIGTERM in $((SECONDS - t0)) s"
+    podman rm -f -t 0 --ignore "$RUN_ID" >/dev/null
 }
+
+check_slim_has_no_torch() {
+    local module
+    for module in torch fastai torchvision; do
+        if podman run --rm --no-healthcheck --network none "$IMAGE_SLIM" python -c "import $module" 2>/dev/null; then
+            die "the slim image can import $module"
+        fi
+    done
+    log "the slim image has neither torch nor fastai"
+}
+
+size() { podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%.2f GB (%.0f MB)", $1 / 1e9, $1 / 1e6}'; }
 
 main() {
     local what=${1:-all}
@@ -222,12 +237,18 @@ main() {
     if [[ $what != run ]]; then
         make_base
         [[ $what == base ]] && return
-        build_image
+        build_image runtime "$IMAGE"
+        build_image slim "$IMAGE_SLIM"
         [[ $what == build ]] && return
     fi
-    run_checks
-    log "PASS in $((SECONDS - STARTED)) s; image $IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE" |
-        awk '{printf "%.2f GB", $1 / 1e9}')"
+    WORK=$(mktemp -d)
+    chmod 0777 "$WORK"
+    trap cleanup EXIT
+    make_pngs
+    run_checks "$IMAGE"
+    run_checks "$IMAGE_SLIM"
+    check_slim_has_no_torch
+    log "PASS in $((SECONDS - STARTED)) s; image $IMAGE: $(size "$IMAGE"); slim image $IMAGE_SLIM: $(size "$IMAGE_SLIM")"
 }
 
 main "$@"

@@ -53,9 +53,14 @@ def signature(pkl: Path) -> Signature | None:
 
 class ModelRepository:
     def __init__(
-        self, settings: Settings, observer: Observer | None = None, budget: MemoryBudget | None = None
+        self,
+        settings: Settings,
+        observer: Observer | None = None,
+        budget: MemoryBudget | None = None,
+        small_on_model_thread: bool = True,
     ) -> None:
         self.settings = settings
+        self.small_on_model_thread = small_on_model_thread  # see app/core/unit.py: SMALL_BYTES
         self.budget = budget or MemoryBudget(settings.max_inflight_bytes, settings.memory_wait_seconds)
         self.folder, self.only = settings.model_source()
         # The one thread that runs every model's batches and warm-up (see app/core/batcher.py for why one).
@@ -202,7 +207,8 @@ class ModelRepository:
             max_queue=s.max_queue,
         )
         unit = ModelUnit(name, file, backend, limits, self.model_thread, self.budget, self.observer,
-                         load_seconds=time.perf_counter() - started)  # fmt: skip
+                         load_seconds=time.perf_counter() - started,
+                         small_on_model_thread=self.small_on_model_thread)  # fmt: skip
         unit.start()
         return unit
 
@@ -231,8 +237,9 @@ class ModelRepository:
 
 @asynccontextmanager
 async def open_model(settings: Settings) -> AsyncIterator[ModelUnit]:
-    """The default model of `settings`, loaded and warm, for work without a server (command lines, benchmark)."""
-    repository = ModelRepository(settings)
+    """The default model of `settings`, loaded and warm, for work without a server (command lines, Ray actors):
+    small images are decoded on the event loop, beside the model thread, which is the busy one here."""
+    repository = ModelRepository(settings, small_on_model_thread=False)
     try:
         await repository.start()
         yield repository.default()

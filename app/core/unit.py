@@ -31,8 +31,9 @@ from app.core.verify import VerifiedFile
 from training.manifest import Manifest
 
 Item = bytes | ItemError
-# Below this decoding working set (a 128x128 RGB image) an image is decoded on the model thread as part of its
-# batch, as a minimal server would: cheaper than a hop to a thread, and it keeps the event loop free for HTTP.
+# Below this decoding working set (a 128x128 RGB image) an image is decoded without a hop to a thread: on the model
+# thread as part of its batch in a server (as a minimal server would: it keeps the event loop free for HTTP), or on
+# the event loop when scoring files (`small_on_model_thread=False`: there the model thread is the busy one).
 SMALL_BYTES = 64 * 1024
 
 
@@ -62,8 +63,10 @@ class ModelUnit:
         budget: MemoryBudget,
         observer: Observer | None = None,
         load_seconds: float = 0.0,
+        small_on_model_thread: bool = True,
     ) -> None:
         self.name = name
+        self.small_on_model_thread = small_on_model_thread
         self.budget = budget
         self.input_bytes = 3 * backend.input_size * backend.input_size  # a uint8 RGB input at model size
         self.file = file
@@ -143,10 +146,13 @@ class ModelUnit:
             await self.budget.acquire(charge, "this image")
         except OverBudget as e:
             return ItemError.of(e), 0
-        if charge <= SMALL_BYTES:
+        if charge <= SMALL_BYTES and self.small_on_model_thread:
             return _Small(image), charge  # held until its batch is done
         try:
-            outcome = await asyncio.get_running_loop().run_in_executor(None, self._load, image)
+            if charge <= SMALL_BYTES:
+                outcome = self._load(image)
+            else:
+                outcome = await asyncio.get_running_loop().run_in_executor(None, self._load, image)
         except BaseException:
             self.budget.release(charge)
             raise
