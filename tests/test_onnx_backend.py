@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.backends import classify_files, fastai_backend
-from tests.conftest import copy_model
+from tests.conftest import copy_model, run_cli
 from tests.images import encode, many_formats, sample
 from tests.live_server import live_server
 from training.errors import TrainingError
@@ -146,6 +146,11 @@ def test_a_pipeline_the_onnx_path_cannot_reproduce_is_refused(tiny_model: Path, 
     write_manifest(model, manifest)
     with pytest.raises(TrainingError, match="RandomResizedCropGPU"):
         export_onnx(model)
+    code, _, err = run_cli("export-onnx", str(model))  # the command line: one error line naming it, exit 2
+    assert code == 2
+    assert err.startswith("error: ")
+    assert "RandomResizedCropGPU" in err
+    assert "serve the .pkl" in err
     assert not model.with_suffix(".onnx").exists()
     assert read_manifest(model).onnx is None
     assert manifest_path(model).exists()
