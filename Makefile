@@ -41,11 +41,11 @@ lint: $(VENV)/.installed-dev  ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(VENV)/.installed-dev  ## benchmark learnserve against the in-process limit and a learn.predict server
+bench: $(VENV)/.installed-dev  ## benchmark both backends against the in-process limit, the HTTP floor and a minimal server
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(PY) -m bench
 
-image-test:  ## build the Docker image with rootful podman and run it for real (minutes; not in make test)
+image-test:  ## build both images (default, slim) with rootful podman and run them for real (minutes; not in make test)
 	bash deploy/image-test.sh
 
 clean:  ## remove caches (not the venv, not models)
