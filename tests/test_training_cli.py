@@ -319,3 +319,11 @@ def test_out_must_be_a_pkl(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
     assert_clean_error(*run_cli("train", str(dataset), "--out", str(out), *FAST), ".pkl")
     assert not out.exists()
+
+
+def test_lr_find_with_fewer_images_than_a_batch_is_a_clean_error(dataset: Path) -> None:
+    """fastai's finder divides by the number of training batches: 0 batches must be a sentence, not a traceback."""
+    code, _, err = run_cli("lr-find", str(dataset), "--bs", "64", "--plot", str(dataset.parent / "lr.png"))
+    assert code == 2
+    assert "do not fill one batch of 64" in err
+    assert "Traceback" not in err

@@ -55,11 +55,13 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "lr-find":
         import tempfile
 
-        from training.learner import ModelOptions, prepare
+        from training.learner import ModelOptions, check_batch_size, prepare
         from training.lr_find import USED, find_lr
 
         with tempfile.TemporaryDirectory(prefix="learnserve-lr-") as tmp:
-            found = find_lr(prepare(ModelOptions(**options(args, "plot")), Path(tmp)).learn, plot=args.plot)
+            prepared = prepare(ModelOptions(**options(args, "plot")), Path(tmp))
+            check_batch_size(prepared)  # fastai's finder divides by the number of training batches
+            found = find_lr(prepared.learn, plot=args.plot)
         print("suggested learning rates: " + ", ".join(f"{k} {v:.2e}" for k, v in found.items()))
         print(f"plot: {args.plot} (`train --lr find` uses {USED}: {found[USED]:.2e})")
     elif args.command == "interpret":
