@@ -60,7 +60,10 @@ async def watch(repository: ModelRepository, seconds: float) -> None:
     """LEARNSERVE_WATCH_SECONDS: rescan now and then (a rescan of unchanged files costs a few stat calls)."""
     while True:
         await asyncio.sleep(seconds)
-        await repository.reload()
+        try:
+            await repository.reload()
+        except Exception:  # never let one bad rescan end the watching
+            logger.exception("the model rescan failed; the next one runs in %gs", seconds)
 
 
 def create_app(settings: Settings | None = None, state: ServerState | None = None) -> FastAPI:

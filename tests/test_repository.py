@@ -231,3 +231,49 @@ def test_a_default_that_cannot_be_served_stops_startup(repo: Path) -> None:
         app_for(repo, default_model="nope"),
     ):
         pass
+
+
+def test_a_reload_longer_than_the_body_deadline_is_not_cut_off(
+    repo: Path, colors_v2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /admin/reload has no body: the body deadline must not cancel it while it loads a large model."""
+    import time
+
+    import app.core.repository as repository
+
+    verify = repository.verify_model_file
+
+    def slow_verify(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.6)  # hashing a large file
+        return verify(*args, **kwargs)
+
+    with app_for(repo, body_timeout_seconds=0.2) as client:
+        monkeypatch.setattr(repository, "verify_model_file", slow_verify)
+        copy_model(colors_v2, repo)
+        assert reload(client)["replaced"] == ["colors"]
+        assert post(client, "/models/colors/predict", PNGS[0])["version"] == sha256_file(colors_v2)[:12]
+
+
+def test_an_unexpected_load_error_is_reported_and_retried_once_the_file_changes(
+    client: TestClient, repo: Path, colors_v2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.core.repository as repository
+
+    def unreadable(*args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    old = post(client, "/models/colors/predict", PNGS[0])["version"]
+    monkeypatch.setattr(repository, "verify_model_file", unreadable)
+    copy_model(colors_v2, repo)
+    (repo / "extra.pkl").write_bytes(b"x")  # the rest of the rescan still happens
+    (repo / "extra.json").write_text("{}")
+    report = reload(client)
+    assert "PermissionError" in report["failed"]["colors"]
+    assert "PermissionError" in report["failed"]["extra"]
+    assert post(client, "/models/colors/predict", PNGS[0])["version"] == old
+    assert reload(client)["failed"] == {}  # unchanged: not tried again
+    monkeypatch.undo()
+    (repo / "extra.pkl").unlink()
+    (repo / "extra.json").unlink()
+    copy_model(colors_v2, repo)  # a new write: tried again, and now it loads
+    assert reload(client)["replaced"] == ["colors"]

@@ -58,25 +58,40 @@ class BodyGuard:
 
         body_done = False
         timed_out = False
+        receiving = False
         task = asyncio.current_task()
 
-        def expire() -> None:  # the body deadline passed: interrupt the receive the app is waiting on
+        def expire() -> None:
+            """The body deadline passed: interrupt the receive the app is waiting on. A route that is not reading
+            the body (one without a body, or busy after reading part of it) is never cancelled: its next read
+            ends the body instead."""
             nonlocal timed_out
-            if task is not None and not body_done:
+            if not body_done:
                 timed_out = True
-                task.cancel()
+                if receiving and task is not None:
+                    task.cancel()
 
         # One timer per request (cancelled once the body is in), not a timeout context per receive: cheaper.
         timer = loop.call_at(deadline, expire)
 
+        def timeout() -> Message:
+            nonlocal failure
+            detail = f"The request body did not arrive within {self.timeout:g} seconds."
+            failure = (408, "request_timeout", detail, CLOSE)
+            return {"type": "http.disconnect"}  # the app stops reading; the client gets our answer
+
         async def guarded_receive() -> Message:
-            nonlocal received, held, failure, body_done
+            nonlocal received, held, failure, body_done, receiving
             if failure:
                 return {"type": "http.disconnect"}
             if body_done:  # e.g. listening for a disconnect while answering: no deadline then
                 return await receive()
+            if timed_out:
+                return timeout()
+            receiving = True
             try:
                 message = await receive()
+                receiving = False
                 if message["type"] == "http.request":
                     body_done = not message.get("more_body", False)
                     if body_done:
@@ -98,9 +113,9 @@ class BodyGuard:
                 if not timed_out or task is None:
                     raise
                 task.uncancel()
-                detail = f"The request body did not arrive within {self.timeout:g} seconds."
-                failure = (408, "request_timeout", detail, CLOSE)
-                return {"type": "http.disconnect"}  # the app stops reading; the client gets our answer
+                return timeout()
+            finally:
+                receiving = False
 
         async def guarded_send(message: Message) -> None:
             nonlocal started

@@ -142,17 +142,24 @@ class ModelRepository:
                 if name in self._signatures and self._signatures[name] == sig and sig is not None:
                     report.unchanged.append(name)  # served and unchanged, or failed and unchanged
                     continue
-                self._signatures[name] = sig
                 previous = self.units.get(name)
                 try:
                     file = await self._verify(name, path)
                     if previous and previous.file.sha256 == file.sha256:
+                        self._signatures[name] = sig
                         report.unchanged.append(name)  # touched, not changed: keep the running unit
                         continue
                     unit = await self._open(name, file)
                 except ModelLoadError as e:
+                    self._signatures[name] = sig  # not retried until the file changes again
                     self._failed(name, str(e), report)
                     continue
+                except Exception as e:  # e.g. a file made unreadable or removed mid-scan, a learner we cannot serve
+                    self._signatures[name] = sig
+                    self._failed(name, f"{path} cannot be loaded: {type(e).__name__}: {e}", report)
+                    continue
+                # Recorded only once the outcome is known: a rescan cancelled half-way retries the file next time.
+                self._signatures[name] = sig
                 self.units[name] = unit  # the swap: new requests get the new unit from here on
                 self.errors.pop(name, None)
                 (report.replaced if previous else report.loaded).append(name)
@@ -231,7 +238,7 @@ class ModelRepository:
         units = list(self.units.values())
         self.units.clear()
         await asyncio.gather(*(u.drain(0.0) for u in units), *self._draining)
-        self._loader.shutdown(wait=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)  # an unpickle in progress ends on its own
         self.model_thread.shutdown(wait=True)
 
 
