@@ -163,3 +163,34 @@ def test_without_the_key_the_body_is_never_read(tiny_model: Path, tmp_path: Path
             answer = read_response(sock)
         assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
         assert b'"code":"unauthorized"' in answer
+
+
+def test_an_image_that_cannot_fit_beside_its_own_body_gets_413_not_503(settings) -> None:  # type: ignore[no-untyped-def]
+    """The body is held while its image decodes: when the two together exceed the whole budget, waiting cannot
+    help (only this request could free the room), so the answer is 413 at once, not 503 and retries forever."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    def noise(side: int) -> bytes:  # incompressible: the body is as large as the decoded pixels
+        buf = io.BytesIO()
+        pixels = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buf, "PNG", compress_level=0)
+        return buf.getvalue()
+
+    changes = {"max_inflight_bytes": 5 * MB, "max_upload_bytes": 4 * MB, "max_request_bytes": 5 * MB,
+               "memory_wait_seconds": 3.0}  # fmt: skip
+    with TestClient(create_app(settings.model_copy(update=changes))) as client:
+        started = time.perf_counter()
+        r = client.post("/predict", files={"file": ("big.png", noise(1000), "image/png")})
+        assert r.status_code == 413, r.text
+        assert r.json()["code"] == "over_memory_budget"
+        assert "beside the" in r.json()["detail"]
+        assert time.perf_counter() - started < 2.5  # refused, not left to wait for the budget
+        assert client.post("/predict", files={"file": ("ok.png", noise(600), "image/png")}).status_code == 200
+        files = [("files", ("a.png", noise(1000), "image/png")), ("files", ("b.png", noise(64), "image/png"))]
+        results = client.post("/predict/batch", files=files).json()["results"]
+        assert results[0]["error"]["code"] == "over_memory_budget"
+        assert "label" in results[1]
+        assert 'learnserve_memory_budget_bytes{kind="in_use"} 0.0' in client.get("/metrics").text

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ERRORS, send_error
-from app.core.budget import MemoryBudget
+from app.core.budget import MemoryBudget, request_scope
 from app.core.errors import CoreError, Overloaded
 
 CLOSE = {"Connection": "close"}
@@ -36,6 +36,10 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        with request_scope():
+            await self._guard(scope, receive, send, path)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         limit = self.limit_for(path)
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         length = int(declared) if declared is not None and declared.isdigit() else None

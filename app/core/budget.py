@@ -13,10 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
 
 from app.core.errors import OverBudget, Overloaded
 from app.core.trim import TRIM_AFTER_BYTES, trim
+
+# What the current request holds, when it runs inside `request_scope` (a cell shared with the tasks it starts).
+_holding: ContextVar[list[int] | None] = ContextVar("learnserve_request_holding", default=None)
+
+
+@contextlib.contextmanager
+def request_scope() -> Iterator[None]:
+    """Count what one request holds (its body, then its images) so that a charge it could never get beside its own
+    holdings is refused at once (413) rather than waiting for room that only it could free (503, forever)."""
+    token = _holding.set([0])
+    try:
+        yield
+    finally:
+        _holding.reset(token)
 
 
 class MemoryBudget:
@@ -28,7 +43,7 @@ class MemoryBudget:
         self._held_since_trim = 0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
-    def try_acquire(self, n: int) -> bool:
+    def _try_take(self, n: int) -> bool:
         """Take `n` bytes now if they fit and nobody is waiting ahead."""
         if n <= self.limit - self.in_use and not self._waiters:
             self._take(n)
@@ -37,12 +52,17 @@ class MemoryBudget:
 
     async def acquire(self, n: int, what: str = "this request") -> None:
         """Take `n` bytes, waiting up to `wait_seconds` for room."""
-        if n > self.limit:
+        cell = _holding.get()
+        mine = cell[0] if cell else 0
+        if n + mine > self.limit:
+            beside = f", beside the {mine / 2**20:,.1f} MiB its request already holds" if mine else ""
             raise OverBudget(
-                f"{what.capitalize()} needs {n / 2**20:,.0f} MiB of memory at once; the server's budget for "
-                f"all requests together is {self.limit / 2**20:,.0f} MiB (LEARNSERVE_MAX_INFLIGHT_BYTES)."
+                f"{what.capitalize()} needs {n / 2**20:,.1f} MiB of memory at once{beside}; the server's budget "
+                f"for all requests together is {self.limit / 2**20:,.0f} MiB (LEARNSERVE_MAX_INFLIGHT_BYTES)."
             )
-        if self.try_acquire(n):
+        if self._try_take(n):
+            if cell:
+                cell[0] += n
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (n, future)
@@ -51,22 +71,32 @@ class MemoryBudget:
             await asyncio.wait_for(asyncio.shield(future), self.wait_seconds)
         except TimeoutError:
             if future.done():  # granted just as the wait ran out: keep it
+                if cell:
+                    cell[0] += n
                 return
             self._waiters.remove(entry)
             self._wake()
             raise Overloaded(
-                f"The server is busy: {self.in_use / 2**20:,.0f} MiB of its {self.limit / 2**20:,.0f} MiB memory "
+                f"The server is busy: {(self.in_use - mine) / 2**20:,.0f} MiB of its {self.limit / 2**20:,.0f} MiB memory "
                 "budget are in use by other requests; retry shortly."
             ) from None
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.release(n)  # granted, but the caller went away
+                self._give_back(n)  # granted, but the caller went away (never counted as the request's)
             elif entry in self._waiters:
                 self._waiters.remove(entry)
                 self._wake()
             raise
+        if cell:
+            cell[0] += n
 
     def release(self, n: int) -> None:
+        """Give back `n` bytes taken by `acquire` (in the same request)."""
+        if cell := _holding.get():
+            cell[0] -= n
+        self._give_back(n)
+
+    def _give_back(self, n: int) -> None:
         self.in_use -= n
         self._wake()
         if self.in_use == 0 and self._held_since_trim >= TRIM_AFTER_BYTES:

@@ -154,7 +154,9 @@ class ModelRepository:
                     self._signatures[name] = sig  # not retried until the file changes again
                     self._failed(name, str(e), report)
                     continue
-                except Exception as e:  # e.g. a file made unreadable or removed mid-scan, a learner we cannot serve
+                except (
+                    Exception
+                ) as e:  # e.g. a file made unreadable or removed mid-scan, a learner we cannot serve
                     self._signatures[name] = sig
                     self._failed(name, f"{path} cannot be loaded: {type(e).__name__}: {e}", report)
                     continue
