@@ -140,9 +140,9 @@ def test_batch_waits_for_requests_still_being_decoded(predictor: FastaiBackend, 
         batcher.start()
 
         async def late() -> list[Prediction]:
-            with batcher.expecting(1):
+            with batcher.expecting(1) as announced:
                 await asyncio.sleep(0.2)  # "decoding"
-            return await batcher.submit([sample("blue")])
+                return await batcher.submit([sample("blue")], announced)
 
         late_task = asyncio.ensure_future(late())
         await asyncio.sleep(0.05)
@@ -153,3 +153,53 @@ def test_batch_waits_for_requests_still_being_decoded(predictor: FastaiBackend, 
 
     asyncio.run(main())
     assert sizes == [2]  # the first request waited for the one being decoded
+
+
+def test_a_model_that_answers_short_fails_its_batch_and_the_thread_lives_on(thread: ModelWorker) -> None:
+    answers = [[], "stop", None]
+
+    def short(images: Sequence[Image.Image]) -> list[Prediction]:
+        kind = answers.pop(0)
+        if kind == "stop":
+            next(iter([]))  # a StopIteration escaping the model's code
+        if kind is None:
+            return [Prediction("ok", 1.0, (1.0,)) for _ in images]
+        return []
+
+    async def main() -> None:
+        batcher = Batcher(short, max_batch_size=4, max_wait_ms=0, max_queue=10, worker=thread)
+        batcher.start()
+        with pytest.raises(RuntimeError, match="answered 0 of a batch of 1"):
+            await asyncio.wait_for(batcher.submit([sample()]), 5)
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await asyncio.wait_for(batcher.submit([sample()]), 5)
+        assert (await asyncio.wait_for(batcher.submit([sample()]), 5))[0].label == "ok"
+        assert batcher.depth == 0
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_a_batch_stops_waiting_for_an_input_that_will_not_come(
+    predictor: FastaiBackend, thread: ModelWorker
+) -> None:
+    async def main() -> float:
+        batcher = Batcher(
+            images_of(predictor), max_batch_size=8, max_wait_ms=3000, max_queue=10, worker=thread
+        )
+        batcher.start()
+
+        async def refused() -> None:
+            with batcher.expecting(1):
+                await asyncio.sleep(0.1)  # "decoding", then the image is refused: nothing is submitted
+
+        task = asyncio.ensure_future(refused())
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        await batcher.submit([sample("red")])
+        elapsed = time.perf_counter() - started
+        await task
+        await batcher.stop()
+        return elapsed
+
+    assert asyncio.run(main()) < 1.5  # not the whole 3 s max_wait

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -29,6 +30,8 @@ from app.core.prediction import Outcome
 PredictFn = Callable[[Sequence[Any]], list[Outcome]]
 BatchHook = Callable[[int, float], None]  # (batch size, seconds)
 
+logger = logging.getLogger("learnserve")
+
 SHUTTING_DOWN = "The model is not accepting work (starting up or shutting down)."
 
 
@@ -42,10 +45,13 @@ class ModelWorker(Executor):
 
     def _loop(self) -> None:
         while (item := self._work.get()) is not None:
-            if isinstance(item, Batcher):
-                item.run_batch()
-            else:
-                item()
+            try:
+                if isinstance(item, Batcher):
+                    item.run_batch()
+                else:
+                    item()
+            except Exception:  # never lose the one model thread (batch failures are the batcher's to report)
+                logger.exception("the model thread's work failed")
 
     def schedule(self, batcher: Batcher) -> None:
         self._work.put(batcher)
@@ -67,6 +73,11 @@ class ModelWorker(Executor):
         self._work.put(None)
         if wait and self._thread is not threading.current_thread():
             self._thread.join()
+
+
+@dataclass(slots=True)
+class Announcement:
+    pending: int  # inputs announced by `expecting` and not yet submitted
 
 
 @dataclass(slots=True)
@@ -95,7 +106,7 @@ class Batcher:
         self._more = threading.Condition()  # guards _jobs and _scheduled; notified when jobs arrive
         self._scheduled = False  # in the worker's queue, or running a batch
         self._waiting = 0  # inputs queued or in the running batch (event loop only)
-        self._incoming = 0  # inputs being decoded, about to be submitted (event loop writes, worker reads)
+        self._incoming = 0  # inputs being decoded, about to be submitted (changed and read under _more)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
 
@@ -108,15 +119,24 @@ class Batcher:
         self._accepting = True
 
     @contextlib.contextmanager
-    def expecting(self, n: int = 1) -> Iterator[None]:
-        """Announce inputs that are on their way (being decoded), so a forming batch waits for them."""
-        self._incoming += n
+    def expecting(self, n: int = 1) -> Iterator[Announcement]:
+        """Announce inputs that are on their way (being decoded), so a forming batch waits for them. Submit them
+        inside the block with the announcement (`submit(items, announced)`): the submit ends the announcement as
+        it queues them, in one step; if the block ends without one (every input failed, or the request was
+        cancelled), a forming batch is told to stop waiting."""
+        announced = Announcement(n)
+        with self._more:
+            self._incoming += n
         try:
-            yield
+            yield announced
         finally:
-            self._incoming -= n  # the submit that follows wakes a waiting batch (else it waits out max_wait)
+            if announced.pending:
+                with self._more:
+                    self._incoming -= announced.pending
+                    announced.pending = 0
+                    self._more.notify()
 
-    async def submit(self, items: Sequence[Any]) -> list[Outcome]:
+    async def submit(self, items: Sequence[Any], announced: Announcement | None = None) -> list[Outcome]:
         if not self._accepting:
             raise NotReady(SHUTTING_DOWN)
         if self._waiting + len(items) > self.max_queue:
@@ -126,6 +146,9 @@ class Batcher:
         self._waiting += len(jobs)
         with self._more:
             self._jobs.extend(jobs)
+            if announced is not None:
+                self._incoming -= announced.pending
+                announced.pending = 0
             self._more.notify()
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
@@ -150,12 +173,14 @@ class Batcher:
         results: list[Outcome] | BaseException
         try:
             results = self._predict([job.item for job in batch]) if batch else []
+            if len(results) != len(batch):
+                raise RuntimeError(f"the model answered {len(results)} of a batch of {len(batch)} inputs")
         except Exception as e:  # a model failure fails this batch's requests, not the service
-            results = e
+            results = e if not isinstance(e, StopIteration) else RuntimeError(f"the model failed: {e!r}")
         seconds = time.perf_counter() - started
         with self._more:
-            self._scheduled = bool(self._jobs)
-        if self._scheduled:
+            again = self._scheduled = bool(self._jobs)
+        if again:
             self._worker.schedule(self)  # round-robin: other models' batches go first
         if batch and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody is waiting any more

@@ -112,14 +112,14 @@ class ModelUnit:
         self._idle.clear()
         held = 0  # the model-sized inputs of this request, charged until their batch is done
         try:
-            with self.batcher.expecting(len(items)):
+            with self.batcher.expecting(len(items)) as announced:
                 prepared: list[Any] = []
                 for item in items:  # one at a time: a request never decodes two images at once
                     outcome, cost = await self._prepare(item)
                     prepared.append(outcome)
                     held += cost
-            inputs = [p for p in prepared if not isinstance(p, ItemError)]
-            outcomes = await self.batcher.submit(inputs) if inputs else []
+                inputs = [p for p in prepared if not isinstance(p, ItemError)]
+                outcomes = await self.batcher.submit(inputs, announced) if inputs else []
             if self.observer and outcomes:
                 self.observer.predicted(self.name, [o for o in outcomes if isinstance(o, Prediction)])
             answers = iter(outcomes)
