@@ -91,6 +91,18 @@ def test_garbage_that_matches_its_manifest_still_fails_cleanly(model_copy: Path)
         load_learner_file(verified)
 
 
+def test_a_file_replaced_after_verification_is_not_unpickled(model_copy: Path, colors_v2: Path) -> None:
+    """The bytes that are unpickled are the bytes whose sha256 was checked: a file swapped (or half-copied) between
+    the check and the load is refused, not loaded unverified."""
+    verified = verify_model_file(model_copy)
+    shutil.copy(colors_v2, model_copy)  # a valid learner, but not the verified one
+    with pytest.raises(ModelLoadError, match="changed after it was verified"):
+        load_learner_file(verified)
+    model_copy.unlink()
+    with pytest.raises(ModelLoadError, match="cannot read"):
+        load_learner_file(verified)
+
+
 def test_lifespan_stops_on_a_bad_model(tmp_path: Path) -> None:
     app = create_app(Settings(model_path=tmp_path / "missing.pkl"))
     with pytest.raises(ModelLoadError, match="does not exist"), TestClient(app):

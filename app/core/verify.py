@@ -6,6 +6,7 @@ Imports neither torch nor fastai: the repository verifies a new file before anyt
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import stat
 from dataclasses import dataclass
@@ -63,6 +64,21 @@ def verify_onnx_file(path: Path, pinned_sha256: str | None = None) -> VerifiedFi
         )
     actual = _check_sha256(path, manifest.onnx.sha256, pinned_sha256, "refusing to load it")
     return VerifiedFile(path, manifest, actual)
+
+
+def verified_bytes(file: VerifiedFile) -> bytes:
+    """The file's bytes, read once and checked against the sha256 it was verified with: what gets unpickled is
+    exactly what was verified, even if the file is replaced (or still being copied) in between."""
+    try:
+        data = file.path.read_bytes()
+    except OSError as e:
+        raise ModelLoadError(f"cannot read {file.path}: {e.strerror or e}") from None
+    if hashlib.sha256(data).hexdigest() != file.sha256:
+        raise ModelLoadError(
+            f"{file.path} changed after it was verified (being replaced?); it was not loaded: rescan once the "
+            "new file is complete"
+        )
+    return data
 
 
 def _check_file(path: Path, why: str, how: str) -> None:

@@ -13,6 +13,7 @@ fastai's pipeline runs itself (under a lock: fastai transforms may keep per-call
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import threading
@@ -28,7 +29,7 @@ from app.core.backends import BackendKind
 from app.core.errors import ModelLoadError
 from app.core.prediction import Prediction, from_probabilities
 from app.core.preprocess import Preprocessor
-from app.core.verify import VerifiedFile
+from app.core.verify import VerifiedFile, verified_bytes
 from training.manifest import Preprocessing, item_pipeline
 
 logger = logging.getLogger("learnserve")
@@ -135,14 +136,15 @@ def load_learner_file(file: VerifiedFile) -> Any:
     from fastai.learner import load_learner
 
     path = file.path
+    data = verified_bytes(file)
     with warnings.catch_warnings():
-        # The file's sha256 was checked against its manifest just before: this is the exported file.
+        # These bytes' sha256 is the one checked against the manifest: this is the exported file.
         warnings.filterwarnings("ignore", message=".*insecure pickle module.*")
         try:
-            return load_learner(path, cpu=True)
+            return load_learner(io.BytesIO(data), cpu=True)
         except UnboundLocalError:
             try:  # fastai hides ModuleNotFoundError this way; load again without it to surface the cause
-                torch.load(path, map_location="cpu", pickle_module=pickle, weights_only=False)
+                torch.load(io.BytesIO(data), map_location="cpu", pickle_module=pickle, weights_only=False)
             except Exception as e:
                 raise ModelLoadError(f"cannot load {path}: {type(e).__name__}: {e}") from None
             raise

@@ -19,7 +19,7 @@ from app.core.backends import BackendKind
 from app.core.errors import ModelLoadError
 from app.core.prediction import Prediction, from_probabilities
 from app.core.preprocess import Preprocessor
-from app.core.verify import VerifiedFile
+from app.core.verify import VerifiedFile, verified_bytes
 
 
 class OnnxBackend:
@@ -60,8 +60,9 @@ class OnnxBackend:
         options.inter_op_num_threads = 1  # one batch at a time, on the model thread
         if threads:
             options.intra_op_num_threads = threads
+        data = verified_bytes(file)
         try:
-            session = ort.InferenceSession(str(file.path), options, providers=providers)
+            session = ort.InferenceSession(data, options, providers=providers)
         except Exception as e:  # a corrupt or foreign file: onnxruntime raises its own exception types
             raise ModelLoadError(f"cannot load {file.path}: {type(e).__name__}: {e}") from None
         return cls(session, file)
