@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     def _empty_key_is_no_key(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("api_key", "admin_key")
+    @classmethod
+    def _key_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
+        key = value.get_secret_value() if value is not None else ""
+        if key and not (key.isascii() and key.isprintable() and key == key.strip()):
+            raise ValueError(
+                "keys are sent in HTTP headers: use printable ASCII without surrounding spaces "
+                "(e.g. `openssl rand -hex 32`)"
+            )
+        return value
+
     @field_validator("model_backends", mode="before")
     @classmethod
     def _split_backends(cls, value: Any) -> Any:

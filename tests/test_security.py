@@ -121,6 +121,10 @@ def test_key_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert KEY not in repr(settings)  # never printed by accident
     monkeypatch.setenv("LEARNSERVE_API_KEY", "  ")
     assert Settings().api_key is None
+    for unusable in ("clé-secrète", "tab\tinside", " padded "):  # could never arrive intact in a header
+        monkeypatch.setenv("LEARNSERVE_ADMIN_KEY", unusable)
+        with pytest.raises(ValidationError, match="printable ASCII"):
+            Settings()
 
 
 ORIGIN = "https://app.example.com"
