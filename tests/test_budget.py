@@ -101,6 +101,16 @@ def test_a_cancelled_waiter_leaves_the_counts_as_they_were() -> None:
         assert seen == [[granted]]
         budget.release(granted)
 
+        await budget.acquire(90)
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0.01)
+        task.cancel()  # cancelled first...
+        budget.release(90)  # ...then granted before it runs again: given back, never counted as the request's
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert budget.in_use == 0
+        assert seen[-1] == [0]
+
         task = asyncio.create_task(waiter())  # cancelled while still waiting
         await budget.acquire(90)
         await asyncio.sleep(0.01)

@@ -277,3 +277,14 @@ def test_an_unexpected_load_error_is_reported_and_retried_once_the_file_changes(
     (repo / "extra.json").unlink()
     copy_model(colors_v2, repo)  # a new write: tried again, and now it loads
     assert reload(client)["replaced"] == ["colors"]
+
+
+def test_a_file_refused_for_its_permissions_is_retried_once_they_are_fixed(
+    client: TestClient, repo: Path, colors_v2: Path
+) -> None:
+    copy_model(colors_v2, repo)
+    (repo / "colors.pkl").chmod(0o666)
+    assert "writable" in reload(client)["failed"]["colors"]
+    assert reload(client)["failed"] == {}  # unchanged: not tried again
+    (repo / "colors.pkl").chmod(0o644)  # only the ctime changes
+    assert reload(client)["replaced"] == ["colors"]

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ERRORS, send_error
 from app.core.budget import MemoryBudget, request_scope
-from app.core.errors import CoreError, Overloaded
+from app.core.errors import CoreError
 
 CLOSE = {"Connection": "close"}
 
@@ -108,8 +108,9 @@ class BodyGuard:
                     if received > held:  # no Content-Length, or more than it said: charge as it comes
                         try:
                             await self.budget.acquire(received - held, "this request's body")
-                        except Overloaded as e:
-                            failure = (503, e.code, e.detail, {"Retry-After": "1", **CLOSE})
+                        except CoreError as e:  # Overloaded: 503 + Retry-After
+                            status, headers = ERRORS[e.code]
+                            failure = (status, e.code, e.detail, {**(headers or {}), **CLOSE})
                             return {"type": "http.disconnect"}
                         held = received
                 return message

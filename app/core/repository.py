@@ -31,7 +31,9 @@ from training.manifest import manifest_path
 
 logger = logging.getLogger("learnserve")
 
-Signature = tuple[tuple[int, int, int], ...]  # (size, mtime_ns, inode) of the .pkl and the .json
+# (size, mtime_ns, ctime_ns, inode) of the .pkl and the .json: ctime changes with chmod/chown too, so a file
+# refused for its permissions is tried again once they are fixed.
+Signature = tuple[tuple[int, int, int, int], ...]
 
 
 @dataclass
@@ -48,7 +50,7 @@ def signature(pkl: Path) -> Signature | None:
         stats = [p.stat() for p in (pkl, manifest_path(pkl))]
     except OSError:
         return None
-    return tuple((s.st_size, s.st_mtime_ns, s.st_ino) for s in stats)
+    return tuple((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in stats)
 
 
 class ModelRepository:
@@ -240,7 +242,7 @@ class ModelRepository:
         units = list(self.units.values())
         self.units.clear()
         await asyncio.gather(*(u.drain(0.0) for u in units), *self._draining)
-        self._loader.shutdown(wait=False, cancel_futures=True)  # an unpickle in progress ends on its own
+        self._loader.shutdown(wait=False, cancel_futures=True)  # no wait for an unpickle in progress
         self.model_thread.shutdown(wait=True)
 
 
