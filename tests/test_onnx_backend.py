@@ -154,3 +154,21 @@ def test_a_pipeline_the_onnx_path_cannot_reproduce_is_refused(tiny_model: Path, 
     assert not model.with_suffix(".onnx").exists()
     assert read_manifest(model).onnx is None
     assert manifest_path(model).exists()
+
+
+def test_a_graph_replaced_after_verification_is_not_loaded(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from app.core.backends.onnx import OnnxBackend
+    from app.core.errors import ModelLoadError
+    from app.core.verify import verify_model_file
+
+    folder = tmp_path / "m"
+    copy_model(exported, folder)
+    graph = folder / exported.with_suffix(".onnx").name
+    shutil.copy(exported.with_suffix(".onnx"), graph)
+    verified = verify_model_file(graph)
+    assert OnnxBackend.load(verified, "cpu").classes
+    graph.write_bytes(graph.read_bytes())  # rewritten in place: same bytes, but nobody checked them
+    with pytest.raises(ModelLoadError, match="changed after it was verified"):
+        OnnxBackend.load(verified, "cpu")

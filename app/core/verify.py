@@ -23,6 +23,7 @@ class VerifiedFile:
     path: Path
     manifest: Manifest
     sha256: str
+    identity: tuple[int, int, int] | None = None  # (size, mtime_ns, inode) when it was hashed
 
     @property
     def version(self) -> str:
@@ -62,13 +63,36 @@ def verify_onnx_file(path: Path, pinned_sha256: str | None = None) -> VerifiedFi
             f"manifest {manifest_path(path)} records no ONNX export named {path.name}; export it with "
             f"`python -m training export-onnx {path.with_suffix('.pkl')}`"
         )
+    identity = file_identity(path)
     actual = _check_sha256(path, manifest.onnx.sha256, pinned_sha256, "refusing to load it")
-    return VerifiedFile(path, manifest, actual)
+    if file_identity(path) != identity:
+        raise ModelLoadError(
+            f"{path} changed while it was being verified (being replaced?): rescan once it is complete"
+        )
+    return VerifiedFile(path, manifest, actual, identity)
+
+
+def file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        s = path.stat()
+    except OSError:
+        return None
+    return (s.st_size, s.st_mtime_ns, s.st_ino)
+
+
+def check_unchanged(file: VerifiedFile) -> None:
+    """For a file loaded by path after it was verified (an ONNX graph: ONNX Runtime keeps a bytes copy of a model
+    given as bytes for the session's life): refuse it if it was replaced or rewritten in between."""
+    if file.identity is None or file_identity(file.path) != file.identity:
+        raise ModelLoadError(
+            f"{file.path} changed after it was verified (being replaced?); it was not loaded: rescan once the "
+            "new file is complete"
+        )
 
 
 def verified_bytes(file: VerifiedFile) -> bytes:
     """The file's bytes, read once and checked against the sha256 it was verified with: what gets unpickled is
-    exactly what was verified, even if the file is replaced (or still being copied) in between."""
+    exactly what was verified (a pickle is code), even if the file is replaced (or still being copied) in between."""
     try:
         data = file.path.read_bytes()
     except OSError as e:

@@ -19,7 +19,7 @@ from app.core.backends import BackendKind
 from app.core.errors import ModelLoadError
 from app.core.prediction import Prediction, from_probabilities
 from app.core.preprocess import Preprocessor
-from app.core.verify import VerifiedFile, verified_bytes
+from app.core.verify import VerifiedFile, check_unchanged
 
 
 class OnnxBackend:
@@ -60,11 +60,11 @@ class OnnxBackend:
         options.inter_op_num_threads = 1  # one batch at a time, on the model thread
         if threads:
             options.intra_op_num_threads = threads
-        data = verified_bytes(file)
         try:
-            session = ort.InferenceSession(data, options, providers=providers)
+            session = ort.InferenceSession(str(file.path), options, providers=providers)
         except Exception as e:  # a corrupt or foreign file: onnxruntime raises its own exception types
             raise ModelLoadError(f"cannot load {file.path}: {type(e).__name__}: {e}") from None
+        check_unchanged(file)  # the file read is the file verified (same size, time and inode throughout)
         return cls(session, file)
 
     def prepare(self, image: Image.Image) -> NDArray[np.uint8]:
