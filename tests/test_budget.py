@@ -63,14 +63,20 @@ def test_a_request_is_refused_what_it_could_only_get_by_freeing_its_own_holdings
                 await asyncio.sleep(0.05)
                 budget.release(30)
 
+        task = asyncio.create_task(other_request())  # started outside this request: a request of its own
+        await asyncio.sleep(0.01)
         with request_scope():  # room held by *another* request is worth waiting for
             await budget.acquire(60)
-            task = asyncio.create_task(other_request())
-            await asyncio.sleep(0.01)
             await budget.acquire(40)  # waits for the other request, then fits
             await task
             budget.release(100)
         assert budget.in_use == 0
+        with request_scope():
+            await budget.acquire(30)
+            # a nested scope (the unit's, inside BodyGuard's) keeps counting in the outer one
+            with request_scope(), pytest.raises(OverBudget, match="beside the"):
+                await budget.acquire(80)
+            budget.release(30)
 
     run(main())
 

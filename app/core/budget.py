@@ -27,6 +27,9 @@ _holding: ContextVar[list[int] | None] = ContextVar("learnserve_request_holding"
 def request_scope() -> Iterator[None]:
     """Count what one request holds (its body, then its images) so that a charge it could never get beside its own
     holdings is refused at once (413) rather than waiting for room that only it could free (503, forever)."""
+    if _holding.get() is not None:  # already inside one (a route inside BodyGuard's): keep counting there
+        yield
+        return
     token = _holding.set([0])
     try:
         yield

@@ -22,7 +22,7 @@ from PIL import Image
 
 from app.core.backends import Backend
 from app.core.batcher import Batcher, ModelWorker
-from app.core.budget import MemoryBudget
+from app.core.budget import MemoryBudget, request_scope
 from app.core.errors import CoreError, NotReady, OverBudget
 from app.core.imaging import load_rgb, open_image, working_bytes
 from app.core.observer import Observer
@@ -112,7 +112,7 @@ class ModelUnit:
         self._idle.clear()
         held = 0  # the model-sized inputs of this request, charged until their batch is done
         try:
-            with self.batcher.expecting(len(items)) as announced:
+            with request_scope(), self.batcher.expecting(len(items)) as announced:
                 prepared: list[Any] = []
                 for item in items:  # one at a time: a request never decodes two images at once
                     outcome, cost = await self._prepare(item)
