@@ -152,15 +152,10 @@ class ModelRepository:
                         report.unchanged.append(name)  # touched, not changed: keep the running unit
                         continue
                     unit = await self._open(name, file)
-                except ModelLoadError as e:
+                except Exception as e:  # refused, or e.g. removed mid-scan, or a learner we cannot serve
                     self._signatures[name] = sig  # not retried until the file changes again
-                    self._failed(name, str(e), report)
-                    continue
-                except (
-                    Exception
-                ) as e:  # e.g. a file made unreadable or removed mid-scan, a learner we cannot serve
-                    self._signatures[name] = sig
-                    self._failed(name, f"{path} cannot be loaded: {type(e).__name__}: {e}", report)
+                    unexpected = f"{path} cannot be loaded: {type(e).__name__}: {e}"
+                    self._failed(name, str(e) if isinstance(e, ModelLoadError) else unexpected, report)
                     continue
                 # Recorded only once the outcome is known: a rescan cancelled half-way retries the file next time.
                 self._signatures[name] = sig
