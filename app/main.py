@@ -47,7 +47,7 @@ errors as `{"error": "..."}`. Every answer carries an `X-Request-ID`, every pred
 
 
 def body_limit(settings: Settings) -> Callable[[str], int]:
-    """Per-path request body limits for BodySizeLimit."""
+    """Per-path request body limits for BodyGuard."""
     single = settings.max_single_bytes
 
     def limit_for(path: str) -> int:
