@@ -89,9 +89,7 @@ def test_route_label_is_the_template_and_unknown_paths_share_one(client: TestCli
 
 
 def test_rejections_before_routing_are_counted_under_their_route(client: TestClient) -> None:
-    big = (
-        b"\x00" * 300_000
-    )  # over the 200 kB + 64 kB body limit of /predict: BodyGuard answers, not a route
+    big = b"\x00" * 300_000  # over the 200 kB + 64 kB body limit of /predict: BodyGuard answers, not a route
     r = client.post("/predict", content=big, headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert r.status_code == 413
     samples = scrape(client)
