@@ -15,6 +15,7 @@ from typing import Any
 from fastai.learner import Learner
 
 from training import distributed
+from training.cli import DEFAULT_NUM_IT
 from training.errors import TrainingError, warn
 from training.export import export, reload_check
 from training.learner import ModelOptions, Prepared, check_batch_size, prepare
@@ -32,6 +33,7 @@ class TrainOptions(ModelOptions):
     out: Path = Path("models/model.pkl")
     epochs: int = 8
     lr: str | None = None  # a number, "find", or None for the arch's default
+    num_it: int | None = None  # --lr find: the finder's iterations (None: fastai's 100)
     freeze_epochs: int = 0
     early_stop: int | None = None
     monitor: str = "valid_loss"
@@ -105,7 +107,9 @@ def resolve_lr(opts: TrainOptions, prepared: Prepared, reports: Path) -> tuple[f
         return DEFAULT_LR.get(opts.arch, 2e-3), None
     if opts.lr == "find":
         started = time.perf_counter()
-        suggestions = find_lr(prepared.learn, plot=reports / "lr_find.png")
+        suggestions = find_lr(
+            prepared.learn, plot=reports / "lr_find.png", num_it=opts.num_it or DEFAULT_NUM_IT
+        )
         seconds = time.perf_counter() - started
         print(
             f"lr finder ({seconds:.1f}s, plot {reports / 'lr_find.png'}): {USED} {suggestions[USED]:.2e}; training with it"
