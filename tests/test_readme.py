@@ -36,3 +36,10 @@ def test_the_lr_finder_cost_option_and_plot_are_explained() -> None:
     assert "`python -m training lr-find data/digits --num-it N`" in text
     assert re.search(measured, text)
     assert "a black × marks the lowest loss, whose rate is ten times the *minimum* suggestion" in text
+
+
+def test_the_chance_warning_says_what_its_bar_is() -> None:
+    text = flat(README)
+    assert "A model not clearly better than always answering the commonest class gets a `warning:`" in text
+    assert "two standard errors above the baseline" in text
+    assert "baseline 0.3333, bar 0.6055" in text  # the same numbers as tests/test_training_chance.py
