@@ -43,3 +43,7 @@ def test_the_chance_warning_says_what_its_bar_is() -> None:
     assert "A model not clearly better than always answering the commonest class gets a `warning:`" in text
     assert "two standard errors above the baseline" in text
     assert "baseline 0.3333, bar 0.6055" in text  # the same numbers as tests/test_training_chance.py
+
+
+def test_the_manifest_split_fields_are_explained() -> None:
+    assert "`stratify` is `true` exactly when `dataset.split` is `stratified`" in flat(README)
