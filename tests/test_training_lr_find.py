@@ -135,11 +135,17 @@ def fake_learner(losses: list[float]) -> Any:
 def test_a_loss_that_diverges_too_early_to_read_is_a_clean_error() -> None:
     from training.lr_find import recorded
 
-    early_nan = [2.3 - 0.01 * i for i in range(20)] + [math.nan] * 20  # 40 recorded, NaN from the 21st
-    with pytest.raises(TrainingError, match=r"diverged after 40 of 100 iterations .* leaving 10 losses to read, "
-                       r"and its suggestions need 16: raise --num-it"):  # fmt: skip
-        recorded(fake_learner(early_nan), 100)
-    lrs, losses = recorded(fake_learner([2.3 - 0.01 * i for i in range(40)]), 30)  # 40 - 3 - 5 usable
+    falling = [2.3 - 0.01 * i for i in range(40)]
+    stopped = falling[:30]  # fastai's stop_div ended it after 30 of 100: 30 - 10 - 5 = 15 losses left to read
+    with pytest.raises(TrainingError, match=r"^the lr finder's loss diverged after 30 of 100 iterations \(lr "
+                       r"[\d.e+-]+\), leaving 15 losses to read, and its suggestions need 16: raise --num-it"):  # fmt: skip
+        recorded(fake_learner(stopped), 100)
+    with_nan = falling[:20] + [math.nan] * 80  # fastai runs on through NaN: read up to the first one only
+    with pytest.raises(
+        TrainingError, match=r"turned NaN at iteration 21 of 100 .* leaving 10 losses to read"
+    ):
+        recorded(fake_learner(with_nan), 100)
+    lrs, losses = recorded(fake_learner(falling), 30)  # a full run of 40: 40 - 3 - 5 to read
     assert len(lrs) == len(losses) == 32
 
 

@@ -50,15 +50,18 @@ def recorded(learn: Learner, num_it: int) -> tuple[torch.Tensor, torch.Tensor]:
     lrs = torch.tensor([float(x) for x in rec.lrs[num_it // 10 : -SKIP_END]])
     losses = torch.tensor([float(x) for x in rec.losses[num_it // 10 : -SKIP_END]])
     nan = torch.nonzero(torch.isnan(losses)).flatten()
-    if len(nan):
-        lrs, losses = lrs[: int(nan[0])], losses[: int(nan[0])]
-    if len(losses) < MIN_POINTS:
+    end = int(nan[0]) if len(nan) else len(losses)
+    if end < MIN_POINTS:  # fastai stops when the loss diverges (stop_div), but runs on through a NaN loss
+        if len(nan):
+            bad = num_it // 10 + end
+            how, lr = f"turned NaN at iteration {bad + 1} of {num_it}", rec.lrs[bad]
+        else:
+            how, lr = f"diverged after {len(rec.losses)} of {num_it} iterations", rec.lrs[-1]
         raise TrainingError(
-            f"the lr finder's loss diverged after {len(rec.losses)} of {num_it} iterations (lr "
-            f"{float(rec.lrs[-1]):.1e}), leaving {len(losses)} losses to read, and its suggestions need "
-            f"{MIN_POINTS}: raise --num-it (the learning rate then climbs in smaller steps)"
+            f"the lr finder's loss {how} (lr {float(lr):.1e}), leaving {end} losses to read, and its suggestions "
+            f"need {MIN_POINTS}: raise --num-it (the rate then climbs in smaller steps)"
         )
-    return lrs, losses
+    return lrs[:end], losses[:end]
 
 
 def draw(learn: Learner, suggestions: dict[str, float], lowest: tuple[float, Any]) -> None:
