@@ -32,7 +32,9 @@ def test_the_lr_finder_cost_option_and_plot_are_explained() -> None:
     assert f"(fastai's `num_it`: default {DEFAULT_NUM_IT}, at least {MIN_NUM_IT})" in text
     assert "its time grows in proportion to `--num-it`" in text
     assert "| `--num-it N` | with `--lr find`: the lr finder's iterations (100;" in README
-    measured = r"\*\*\d+ s\*\* in the finder at the default 100 and \*\*\d+ s\*\* at `--num-it \d+`"
+    measured = (
+        r"\*\*\d+ and \d+ s\*\* in the finder at the default 100 and \*\*\d+ and \d+ s\*\* at `--num-it \d+`"
+    )
     assert "`python -m training lr-find data/digits --num-it N`" in text
     assert re.search(measured, text)
     assert "a black × marks the lowest loss, whose rate is ten times the *minimum* suggestion" in text
