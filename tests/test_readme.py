@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from app.config import Settings
@@ -18,3 +19,33 @@ def test_readme_opens_with_the_two_commands() -> None:
 def test_every_setting_is_documented() -> None:
     missing = [name for name in Settings.model_fields if f"LEARNSERVE_{name.upper()}" not in README]
     assert not missing, f"README lacks settings: {missing}"
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_lr_finder_cost_option_and_plot_are_explained() -> None:
+    from training.cli import DEFAULT_NUM_IT, MIN_NUM_IT
+
+    text = flat(README)
+    assert f"(fastai's `num_it`: default {DEFAULT_NUM_IT}, at least {MIN_NUM_IT})" in text
+    assert "its time grows in proportion to `--num-it`" in text
+    assert "| `--num-it N` | with `--lr find`: the lr finder's iterations (100;" in README
+    measured = (
+        r"\*\*\d+ and \d+ s\*\* in the finder at the default 100 and \*\*\d+ and \d+ s\*\* at `--num-it \d+`"
+    )
+    assert "`python -m training lr-find data/digits --num-it N`" in text
+    assert re.search(measured, text)
+    assert "a black × marks the lowest loss, whose rate is ten times the *minimum* suggestion" in text
+
+
+def test_the_chance_warning_says_what_its_bar_is() -> None:
+    text = flat(README)
+    assert "A model not clearly better than always answering the commonest class gets a `warning:`" in text
+    assert "two standard errors above the baseline" in text
+    assert "baseline 0.3333, bar 0.6055" in text  # the same numbers as tests/test_training_chance.py
+
+
+def test_the_manifest_split_fields_are_explained() -> None:
+    assert "`stratify` is `true` exactly when `dataset.split` is `stratified`" in flat(README)

@@ -71,6 +71,7 @@ def test_train_and_valid_folders_split_the_data(folders: tuple[Path, Path, str])
     assert (d.split, d.train_size, d.valid_size) == ("folders", n_train, n_valid)
     assert d.counts == dict.fromkeys(sorted(COLORS), 16)
     assert read_manifest(out).hyperparameters["valid_pct"] is None
+    assert read_manifest(out).hyperparameters["stratify"] is False  # the data's own split: nothing stratified
 
 
 def test_interpret_rebuilds_the_folder_split(folders: tuple[Path, Path, str], tmp_path: Path) -> None:
@@ -95,10 +96,11 @@ def test_interpret_refuses_data_split_differently_than_in_training(
 
 def test_the_default_split_is_random_and_stratified_by_class(tiny_model: Path, dataset: Path) -> None:
     m = read_manifest(tiny_model)
+    # what was done, not what was asked: no --[no-]stratify (None) stratified, and the manifest says true
     assert (m.dataset.split, m.hyperparameters["valid_pct"], m.hyperparameters["stratify"]) == (
         "stratified",
         0.2,
-        None,
+        True,
     )
     frame = validation_frame(tiny_model, str(dataset))  # rebuilt from the manifest, as interpret does
     assert frame["label"].value_counts().to_dict() == dict.fromkeys(COLORS, 3)  # round(0.2 * 16) of each
@@ -114,6 +116,7 @@ def test_no_stratify_is_fastais_random_splitter(dataset: Path, tmp_path: Path) -
     assert code == 0, err
     assert "split random 0.2: 39 training, 9 validation images" in stdout
     assert read_manifest(out).dataset.split == "random"
+    assert read_manifest(out).hyperparameters["stratify"] is False
     table_paths = sorted(str(p.resolve()) for p in dataset.rglob("*.png"))
     _, valid = RandomSplitter(0.2, seed=7)(table_paths)
     assert set(validation_frame(out, str(dataset))["path"]) == {table_paths[i] for i in valid}
@@ -181,6 +184,7 @@ def test_csv_is_valid_column_splits_the_data(dataset: Path, tmp_path: Path) -> N
     assert "split by its is_valid column: 14 training, 6 validation images" in stdout
     d = read_manifest(out).dataset
     assert (d.split, d.train_size, d.valid_size) == ("column", 14, 6)
+    assert read_manifest(out).hyperparameters["stratify"] is False
     frame = validation_frame(out, str(labels))
     expected = {
         str((data / label / f"{label}_{i:02d}.png").resolve()) for label in ("red", "blue") for i in range(3)

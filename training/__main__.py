@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> None:
         from training.lr_find import USED, find_lr
 
         with tempfile.TemporaryDirectory(prefix="learnserve-lr-") as tmp:
-            prepared = prepare(ModelOptions(**options(args, "plot")), Path(tmp))
+            prepared = prepare(ModelOptions(**options(args, "plot", "num_it")), Path(tmp))
             check_batch_size(prepared)  # fastai's finder divides by the number of training batches
-            found = find_lr(prepared.learn, plot=args.plot)
+            found = find_lr(prepared.learn, plot=args.plot, num_it=args.num_it)
         print("suggested learning rates: " + ", ".join(f"{k} {v:.2e}" for k, v in found.items()))
         print(f"plot: {args.plot} (`train --lr find` uses {USED}: {found[USED]:.2e})")
     elif args.command == "interpret":

@@ -16,13 +16,17 @@ ARCHS = ("cnn", "resnet18", "resnet34", "resnet50")
 RESIZE_METHODS = ("squish", "crop", "pad")
 MONITORS = ("valid_loss", "accuracy", "error_rate")  # the learner's metrics
 DEFAULT_EPOCHS = 8
+DEFAULT_NUM_IT = 100  # fastai's lr_find(num_it=100)
+# fastai reads its suggestions from the losses after the first tenth and before the last 5, and `slide` compares
+# points 15 apart: 23 iterations leave the 16 it needs (n - n // 10 - 5 >= 16).
+MIN_NUM_IT = 23
 
 EPILOG = """examples:
   python -m training data digits data/digits
   python -m training show data/digits --augment --out batch.png
   python -m training train data/digits --out models/digits.pkl      # plots in reports/digits/
   torchrun --nproc_per_node 2 -m training train data/digits --out models/digits.pkl
-  python -m training lr-find data/digits --plot lr.png
+  python -m training lr-find data/digits --plot lr.png --num-it 50
   python -m training interpret models/digits.pkl data/digits        # into reports/digits/
   python -m training clean data/digits --decisions reports/digits/top_losses.csv
   python -m training summary models/digits.pkl
@@ -56,6 +60,10 @@ def fraction(text: str) -> float:
     if not 0 < x < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a share, e.g. 0.2), got {text}")
     return x
+
+
+def iterations(text: str) -> int:
+    return whole(text, MIN_NUM_IT)
 
 
 def learning_rate(text: str) -> str:
@@ -110,6 +118,17 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", action="store_true", help="light augmentation: rotate, zoom, warp; no flips")
 
 
+def add_num_it_option(p: argparse.ArgumentParser, default: int | None, when: str = "") -> None:
+    p.add_argument(
+        "--num-it",
+        type=iterations,
+        default=default,
+        metavar="N",
+        help=f"{when}the lr finder's iterations (fastai's num_it; default {DEFAULT_NUM_IT}, at least {MIN_NUM_IT}): "
+        "each trains one batch, so its time grows in proportion to N",
+    )
+
+
 def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="where to write the learner, e.g. models/NAME.pkl")
     p.add_argument("--epochs", type=count, default=None, help=f"one-cycle epochs ({DEFAULT_EPOCHS})")
@@ -124,6 +143,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="learning rate, or 'find' for the lr finder's valley (default: 1e-2 cnn, 2e-3 resnets)",
     )
+    add_num_it_option(p, None, when="with --lr find: ")
     p.add_argument(
         "--freeze-epochs",
         type=count,
@@ -161,6 +181,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 def check_train_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--epochs 0 only with an explicit --untrained; options that would do nothing without training are refused."""
+    if args.num_it is not None and args.lr != "find":
+        p.error("argument --num-it: sets the lr finder's iterations, which only run with --lr find")
     if not args.untrained:
         if args.epochs == 0:
             p.error("argument --epochs: 0 trains nothing; to export an untrained model, add --untrained")
@@ -207,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lr-find", help="run the learning-rate finder and save its plot")
     add_data_options(p)
     p.add_argument("--plot", type=Path, default=Path("lr_find.png"), help="PNG to write (lr_find.png)")
+    add_num_it_option(p, DEFAULT_NUM_IT)
 
     p = sub.add_parser("interpret", help="confusion matrix, top losses and most confused pairs")
     p.add_argument("model", type=Path, help="an exported MODEL.pkl (with its .json manifest beside it)")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from fastai.learner import Learner
 
 from training import distributed
+from training.cli import DEFAULT_NUM_IT
 from training.errors import TrainingError
 from training.learner import Prepared
 from training.manifest import (
@@ -71,8 +72,13 @@ def build_manifest(
 ) -> Manifest:
     table = prepared.table
     hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    hyper.update(
-        lr=lr, size=opts.input_size, valid_pct=prepared.split.valid_pct, reports=str(opts.reports_dir)
+    hyper.update(  # the values used, where the options left them to a default or to the data
+        lr=lr,
+        size=opts.input_size,
+        valid_pct=prepared.split.valid_pct,
+        reports=str(opts.reports_dir),
+        stratify=prepared.split.kind == "stratified",  # done, not asked (None): as dataset.split says
+        num_it=(opts.num_it or DEFAULT_NUM_IT) if opts.lr == "find" else None,  # the finder's, when it ran
     )
     return Manifest(
         name=opts.out.stem,

@@ -15,9 +15,10 @@ from typing import Any
 from fastai.learner import Learner
 
 from training import distributed
+from training.cli import DEFAULT_NUM_IT
 from training.errors import TrainingError, warn
 from training.export import export, reload_check
-from training.learner import ModelOptions, Prepared, check_batch_size, prepare
+from training.learner import Data, ModelOptions, Prepared, check_batch_size, prepare
 from training.lr_find import USED, find_lr
 from training.manifest import Manifest, Metrics
 from training.progress import console, quiet
@@ -32,6 +33,7 @@ class TrainOptions(ModelOptions):
     out: Path = Path("models/model.pkl")
     epochs: int = 8
     lr: str | None = None  # a number, "find", or None for the arch's default
+    num_it: int | None = None  # --lr find: the finder's iterations (None: fastai's 100)
     freeze_epochs: int = 0
     early_stop: int | None = None
     monitor: str = "valid_loss"
@@ -105,7 +107,9 @@ def resolve_lr(opts: TrainOptions, prepared: Prepared, reports: Path) -> tuple[f
         return DEFAULT_LR.get(opts.arch, 2e-3), None
     if opts.lr == "find":
         started = time.perf_counter()
-        suggestions = find_lr(prepared.learn, plot=reports / "lr_find.png")
+        suggestions = find_lr(
+            prepared.learn, plot=reports / "lr_find.png", num_it=opts.num_it or DEFAULT_NUM_IT
+        )
         seconds = time.perf_counter() - started
         print(
             f"lr finder ({seconds:.1f}s, plot {reports / 'lr_find.png'}): {USED} {suggestions[USED]:.2e}; training with it"
@@ -161,16 +165,19 @@ def validate(learn: Learner) -> Metrics:
     return Metrics(accuracy=float(acc), error_rate=float(err), valid_loss=float(valid_loss))
 
 
-def warn_if_chance(prepared: Prepared, accuracy: float) -> None:
-    """Warn when the accuracy is within two standard deviations of always answering the commonest class: at that
-    level the model has learned nothing measurable on this validation set."""
+def warn_if_chance(prepared: Data, accuracy: float) -> None:
+    """Warn when the accuracy is not clearly better than always answering the commonest class: within two standard
+    errors of that baseline (sqrt(p(1-p)/n) on n validation images), a gap the luck of the split could make. The
+    message gives both numbers and the threshold, so an accuracy above the baseline does not read as "at chance"."""
     counts = prepared.valid_frame()["label"].value_counts()
     n, chance = int(counts.sum()), float(counts.max() / counts.sum())
-    if accuracy <= chance + 2 * (chance * (1 - chance) / n) ** 0.5:
+    threshold = chance + 2 * (chance * (1 - chance) / n) ** 0.5
+    if accuracy <= threshold:
         warn(
-            f"validation accuracy {accuracy:.4f} is at chance level: always answering '{counts.idxmax()}' scores "
-            f"{chance:.4f} on these {n} images. The model has not learned; try more epochs, another --lr "
-            "(lr-find), or check the labels"
+            f"validation accuracy {accuracy:.4f} is not clearly better than guessing at chance level: always "
+            f"answering '{counts.idxmax()}' (the commonest class) scores {chance:.4f} on these {n} images, and "
+            f"only an accuracy above {threshold:.4f} (two standard errors more) is clearly better. The model has "
+            "not learned anything measurable; try more epochs, another --lr (lr-find), or check the labels"
         )
 
 
