@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,12 +22,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import errors
 from app.api.deps import ServerState
 from app.api.limits import BodyGuard
-from app.api.metrics import HttpMetrics, Metrics, RouteTemplates
+from app.api.metrics import HttpMetrics, Metrics
+from app.api.policy import PolicyMiddleware, RoutePolicies
 from app.api.request_id import HEADER as REQUEST_ID_HEADER
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import admin, demo, docs, health, models, predict, prometheus, v2
-from app.api.schemas import error_responses
-from app.api.security import KeyGuard, docs_dependencies
+from app.api.security import KeyGuard, document_keys
 from app.config import Settings
 from app.core.budget import MemoryBudget
 from app.core.errors import ModelLoadError
@@ -44,16 +44,6 @@ Every error answers `{"detail": "...", "code": "..."}`; the Open Inference Proto
 errors as `{"error": "..."}`. Every answer carries an `X-Request-ID`, every prediction `X-Model-Name` and
 `X-Model-Version`. Try a model in a browser at [/](/); Prometheus metrics are at /metrics.
 """
-
-
-def body_limit(settings: Settings) -> Callable[[str], int]:
-    """Per-path request body limits for BodyGuard."""
-    single = settings.max_single_bytes
-
-    def limit_for(path: str) -> int:
-        return single if path.endswith("/predict") else settings.max_request_bytes
-
-    return limit_for
 
 
 async def watch(repository: ModelRepository, seconds: float) -> None:
@@ -121,15 +111,26 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         redoc_url=None,
     )  # /docs and /redoc come from app/api/routes/docs.py: their assets are served here, not from a CDN
     errors.install(app)
+    app.include_router(predict.router)
+    app.include_router(models.router)
+    app.include_router(v2.router)
+    if settings.admin_key:
+        app.include_router(admin.router)
+    app.include_router(health.router)
+    app.include_router(prometheus.router)
+    app.include_router(demo.router)
+    app.include_router(docs.router)
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")  # before /static, which would shadow it
+    app.mount("/static", demo.static_files(), name="static")
+
+    # Each route declared its policy (key, body limit, error shape) where it is defined; compiled once here.
+    policies = RoutePolicies.compile(app.routes, settings, app.openapi_url)
+    document_keys(app, policies)
     # Middleware, innermost first: the body limit, the keys (checked before any byte of a body is read), CORS,
-    # metrics, and the request ID outermost, so that every answer (a 413, a 401, a preflight) is counted and
-    # carries its ID.
-    app.add_middleware(
-        BodyGuard, limit_for=body_limit(settings), budget=budget, timeout=settings.body_timeout_seconds
-    )
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-    app.add_middleware(KeyGuard, api_key=api_key, admin_key=admin_key)
+    # metrics, the request ID, so that every answer (a 413, a 401, a preflight) is counted and carries its ID,
+    # and outermost the match of the request to its route's rule, which all of them read.
+    app.add_middleware(BodyGuard, budget=budget, timeout=settings.body_timeout_seconds)
+    app.add_middleware(KeyGuard)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -139,28 +140,9 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             expose_headers=[REQUEST_ID_HEADER, "Retry-After", "X-Model-Name", "X-Model-Version"],
             max_age=600,
         )
-    app.add_middleware(HttpMetrics, metrics=metrics, route_of=RouteTemplates(app))
+    app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
-
-    keyed: dict[str, Any] = (
-        {"dependencies": docs_dependencies(), "responses": error_responses(401)} if api_key else {}
-    )
-    app.include_router(predict.router, **keyed)
-    app.include_router(models.router, **keyed)
-    app.include_router(
-        v2.guarded,
-        dependencies=keyed.get("dependencies", []),
-        responses=v2.error_responses(401) if api_key else None,
-    )
-    app.include_router(v2.router)
-    if admin_key:
-        app.include_router(admin.router, dependencies=docs_dependencies(admin=True))
-    app.include_router(health.router)
-    app.include_router(prometheus.router)
-    app.include_router(demo.router)
-    app.include_router(docs.router)
-    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")  # before /static, which would shadow it
-    app.mount("/static", demo.static_files(), name="static")
+    app.add_middleware(PolicyMiddleware, policies=policies)
     return app
 
 

@@ -9,11 +9,15 @@ import json
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.limits import BodyGuard
+from app.api.policy import SCOPE_KEY, Key, Rule, Shape
 from app.core.budget import MemoryBudget
+
+RULE = Rule("/predict", None, Key.NONE, body_limit=100, shape=Shape.DEFAULT)  # what PolicyMiddleware leaves
 
 
 def scope() -> Scope:
-    return {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-length", b"20")]}
+    return {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-length", b"20")],
+            SCOPE_KEY: RULE}  # fmt: skip
 
 
 async def serve(
@@ -21,7 +25,7 @@ async def serve(
 ) -> tuple[list[Message], MemoryBudget]:  # type: ignore[no-untyped-def]
     """Run BodyGuard(app) with a client that sends `chunks` (delay, bytes, more_body)."""
     budget = MemoryBudget(1000, 0.1)
-    guard = BodyGuard(app, lambda _: 100, budget, timeout)
+    guard = BodyGuard(app, budget, timeout)
     pending = list(chunks)
     sent: list[Message] = []
 

@@ -11,9 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 from app.api import request_id as request_ids
+from app.api.policy import is_v2
 from app.core.errors import CoreError
 
 logger = logging.getLogger("learnserve")
@@ -49,22 +50,22 @@ def status_of(error: CoreError) -> tuple[int, dict[str, str] | None]:
 
 
 def error_json(
-    path: str, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    scope: Scope, status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(error_body(path, code, detail), status_code=status, headers=headers)
+    return JSONResponse(error_body(scope, code, detail), status_code=status, headers=headers)
 
 
 async def core_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CoreError)
     status, headers = status_of(exc)
-    return error_json(request.url.path, status, exc.code, exc.detail, headers)
+    return error_json(request.scope, status, exc.code, exc.detail, headers)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    if is_v2(request.url.path):  # the protocol answers a malformed request with 400
-        return error_json(request.url.path, 400, "invalid_inference_request", describe_invalid(exc))
-    return error_json(request.url.path, 422, "validation_error", describe_validation(exc))
+    if is_v2(request.scope):  # the protocol answers a malformed request with 400
+        return error_json(request.scope, 400, "invalid_inference_request", describe_invalid(exc))
+    return error_json(request.scope, 422, "validation_error", describe_validation(exc))
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -75,12 +76,12 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
         detail = f"There is no {request.url.path}; the API is listed at /docs."
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}; the API is listed at /docs."
-    return error_json(request.url.path, exc.status_code, code, detail, dict(exc.headers or {}))
+    return error_json(request.scope, exc.status_code, code, detail, dict(exc.headers or {}))
 
 
 async def client_disconnect(request: Request, exc: Exception) -> JSONResponse:
     """The client went away while its body was being read: nobody is listening, nothing to log."""
-    return error_json(request.url.path, 400, "client_disconnected", "The client closed the connection.")
+    return error_json(request.scope, 400, "client_disconnected", "The client closed the connection.")
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -93,7 +94,7 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         request_ids.REQUEST_ID.reset(token)
     headers = {request_ids.HEADER: request_id} if request_id else None
     return error_json(
-        request.url.path,
+        request.scope,
         500,
         "internal_error",
         "The server failed to handle this request; it has been logged.",
@@ -115,20 +116,16 @@ def describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "The request is invalid."
 
 
-def is_v2(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
-
-
-def error_body(path: str, code: str, detail: str) -> dict[str, str]:
-    """The error shape for a path: the Open Inference Protocol's `{"error"}` under /v2, ours elsewhere."""
-    return {"error": detail} if is_v2(path) else {"detail": detail, "code": code}
+def error_body(scope: Scope, code: str, detail: str) -> dict[str, str]:
+    """The error shape the request's route declares: the Open Inference Protocol's `{"error"}` or ours."""
+    return {"error": detail} if is_v2(scope) else {"detail": detail, "code": code}
 
 
 async def send_error(
-    send: Send, path: str, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    send: Send, scope: Scope, status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> None:
     """Answer from ASGI middleware, before the app has run (body limits, keys): same shapes as the handlers."""
-    body = json.dumps(error_body(path, code, detail), separators=(",", ":")).encode()
+    body = json.dumps(error_body(scope, code, detail), separators=(",", ":")).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -1,4 +1,4 @@
-"""Request bodies, guarded while they stream in (with or without a Content-Length header): a size limit per path,
+"""Request bodies, guarded while they stream in (with or without a Content-Length header): a size limit per route,
 a deadline for the whole body to arrive, and the process's memory budget.
 
 FastAPI parses an upload completely before the route runs, so checks in the route come too late to protect memory
@@ -11,11 +11,12 @@ limit gets 413, one that does not arrive within BODY_TIMEOUT_SECONDS gets 408, a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ERRORS, send_error
+from app.api.policy import rule_of
 from app.core.budget import MemoryBudget, request_scope
 from app.core.errors import CoreError
 
@@ -23,35 +24,31 @@ CLOSE = {"Connection": "close"}
 
 
 class BodyGuard:
-    def __init__(
-        self, app: ASGIApp, limit_for: Callable[[str], int], budget: MemoryBudget, timeout: float
-    ) -> None:
+    def __init__(self, app: ASGIApp, budget: MemoryBudget, timeout: float) -> None:
         self.app = app
-        self.limit_for = limit_for
         self.budget = budget
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        rule = rule_of(scope)  # the route's declared body limit (app/api/policy.py); None: it reads no body
+        if scope["type"] != "http" or rule is None or not rule.full or rule.body_limit is None:
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
         with request_scope():
-            await self._guard(scope, receive, send, path)
+            await self._guard(scope, receive, send, rule.body_limit)
 
-    async def _guard(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        limit = self.limit_for(path)
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         length = int(declared) if declared is not None and declared.isdigit() else None
         if length is not None and length > limit:
-            await _too_large(send, path, limit)
+            await _too_large(send, scope, limit)
             return
         held = 0
         if length:
             try:
                 await self.budget.acquire(length, "this request's body")
             except CoreError as e:
-                await _refuse(send, path, e)
+                await _refuse(send, scope, e)
                 return
             held = length
         received = 0
@@ -132,21 +129,23 @@ class BodyGuard:
         try:
             try:
                 await self.app(scope, guarded_receive, guarded_send)
-            except Exception:
+            except (
+                ClientDisconnect
+            ):  # a cut-off body broke the app's reading of it; anything else is a real error
                 if not failure or started:
-                    raise  # a real error; a cut-off body merely broke the app's reading of it
+                    raise
             if failure and not started:
-                await send_error(send, path, *failure)
+                await send_error(send, scope, *failure)
         finally:
             timer.cancel()
             self.budget.release(held)
 
 
-async def _too_large(send: Send, path: str, limit: int) -> None:
+async def _too_large(send: Send, scope: Scope, limit: int) -> None:
     detail = f"The request body is larger than the limit of {limit:,} bytes."
-    await send_error(send, path, 413, "request_too_large", detail, CLOSE)
+    await send_error(send, scope, 413, "request_too_large", detail, CLOSE)
 
 
-async def _refuse(send: Send, path: str, error: CoreError) -> None:
+async def _refuse(send: Send, scope: Scope, error: CoreError) -> None:
     status, headers = ERRORS[error.code]
-    await send_error(send, path, status, error.code, error.detail, {**(headers or {}), **CLOSE})
+    await send_error(send, scope, status, error.code, error.detail, {**(headers or {}), **CLOSE})

@@ -2,20 +2,18 @@
 reports batches, predictions and model loads through the Observer protocol.
 
 Hot-path cost: a counter increment and a histogram observation per request and per batch, on label children
-cached after first use. Label values are bounded: `route` is the route's template (`/models/{name}/predict`, never
-the raw path; `unmatched` for 404s), `model` is a served model's name (from its files, never from a client), and
+cached after first use. Label values are bounded: `route` is the matched route's template (`/models/{name}/predict`,
+`/static/{path}`; never the raw path; `unmatched` for 404s), from the route's rule (app/api/policy.py), `model` is a served model's name (from its files, never from a client), and
 `label` is one of a model's classes.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -28,9 +26,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.policy import UNMATCHED, rule_of
 from app.core.prediction import Prediction
 
 if TYPE_CHECKING:
@@ -40,7 +38,6 @@ if TYPE_CHECKING:
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-UNMATCHED = "unmatched"
 MODEL_HEADER = b"x-model-name"
 
 # No `*_created` series next to every counter and histogram: noise on dashboards. (A process-wide switch.)
@@ -176,31 +173,12 @@ class Metrics:
         children[1].observe(seconds)
 
 
-class RouteTemplates:
-    """The route template of a request. The router records the matched route in the scope; for answers given
-    before routing (a 413 from the body limit, a 401, a CORS preflight) the path is matched against the API."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self._paths: list[tuple[re.Pattern[str], str]] | None = None
-
-    def __call__(self, scope: Scope) -> str:
-        route = scope.get("route")
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        if isinstance(template, str):
-            return template
-        if self._paths is None:
-            self._paths = [(compile_path(path)[0], path) for path in self.app.openapi()["paths"]]
-        return next((path for regex, path in self._paths if regex.match(scope["path"])), UNMATCHED)
-
-
 class HttpMetrics:
     """Counts and times every HTTP answer by method, route template, status and the model that answered."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, route_of: Callable[[Scope], str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.route_of = route_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -221,4 +199,6 @@ class HttpMetrics:
             await self.app(scope, receive, send_and_note)
         finally:
             seconds = time.perf_counter() - started
-            self.metrics.observe_request(scope["method"], self.route_of(scope), status, model, seconds)
+            rule = rule_of(scope)
+            route = rule.name if rule is not None else UNMATCHED
+            self.metrics.observe_request(scope["method"], route, status, model, seconds)

@@ -8,7 +8,8 @@ from dataclasses import asdict
 from fastapi import APIRouter
 
 from app.api.deps import RepositoryDep
-from app.api.schemas import ReloadResponse, error_responses
+from app.api.policy import Key, policy
+from app.api.schemas import ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
     summary="Rescan the model folder: load new files, swap changed ones in, unload removed ones",
     description="A file that fails verification or loading is reported under `failed` (and in GET /models) "
     "and its running version keeps serving. Requests in flight finish on the version they started on.",
-    responses=error_responses(401),
 )
+@policy(Key.ADMIN)
 async def reload(repository: RepositoryDep) -> ReloadResponse:
     return ReloadResponse(**asdict(await repository.reload()))

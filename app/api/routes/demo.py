@@ -12,6 +12,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.api.policy import OPEN, Key, declare, policy
+
 STATIC = Path(__file__).resolve().parents[2] / "static"
 
 PAGE_HEADERS = {
@@ -28,9 +30,10 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/")
+@policy(Key.NONE)
 async def demo_page() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
 def static_files() -> StaticFiles:
-    return StaticFiles(directory=STATIC)
+    return declare(StaticFiles(directory=STATIC), OPEN)

@@ -12,6 +12,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagge
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.api.policy import OPEN, Key, declare, policy
+
 ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 ASSETS_URL = "/static/docs"
 OAUTH2_REDIRECT = "/docs/oauth2-redirect"
@@ -20,10 +22,11 @@ router = APIRouter(include_in_schema=False)
 
 
 def assets() -> StaticFiles:
-    return StaticFiles(directory=ASSETS)
+    return declare(StaticFiles(directory=ASSETS), OPEN)
 
 
 @router.get("/docs")
+@policy(Key.NONE)
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
     return get_swagger_ui_html(
@@ -37,11 +40,13 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 
 
 @router.get(OAUTH2_REDIRECT)
+@policy(Key.NONE)
 async def swagger_ui_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
 
 
 @router.get("/redoc")
+@policy(Key.NONE)
 async def redoc(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
     return get_redoc_html(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import RepositoryDep, ServerStateDep
+from app.api.policy import Key, policy
 from app.api.schemas import HealthResponse, error_responses
 from app.core.errors import NotReady
 
@@ -12,6 +13,7 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 
 @router.get("/live", summary="The process answers")
+@policy(Key.NONE)
 async def live() -> HealthResponse:
     return HealthResponse(status="alive")
 
@@ -31,6 +33,7 @@ def check_ready(state: ServerStateDep, repository: RepositoryDep) -> None:
     summary="At least one model is loaded and warm, and the server is not draining",
     responses=error_responses(503),
 )
+@policy(Key.NONE)
 async def ready(state: ServerStateDep, repository: RepositoryDep) -> HealthResponse:
     check_ready(state, repository)
     return HealthResponse(status="ready")

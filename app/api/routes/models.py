@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.deps import RepositoryDep, SettingsDep
+from app.api.policy import Key, policy
 from app.api.routes.predict import ModelName
 from app.api.schemas import MetadataResponse, ModelList, ModelSummary, RuntimeInfo, error_responses
 from app.config import Settings
@@ -64,6 +65,7 @@ def metadata_of(unit: ModelUnit, settings: Settings) -> MetadataResponse:
 @router.get(
     "/models", summary="Every model in the repository: version, accuracy, readiness, last reload error"
 )
+@policy(Key.API)
 async def list_models(repository: RepositoryDep) -> ModelList:
     summaries = []
     for name in sorted({*repository.units, *repository.errors}):
@@ -92,6 +94,7 @@ async def list_models(repository: RepositoryDep) -> ModelList:
     summary="One model's manifest and runtime facts",
     responses=error_responses(404),
 )
+@policy(Key.API)
 async def model_metadata(
     name: ModelName, repository: RepositoryDep, settings: SettingsDep
 ) -> MetadataResponse:
@@ -103,5 +106,6 @@ async def model_metadata(
     summary="The default model's manifest and the server's runtime settings",
     responses=error_responses(400, 503),
 )
+@policy(Key.API)
 async def metadata(repository: RepositoryDep, settings: SettingsDep) -> MetadataResponse:
     return metadata_of(repository.default(), settings)

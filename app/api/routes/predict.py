@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.api.errors import ERRORS
+from app.api.policy import Body, Key, policy
 from app.api.schemas import BatchResponse, PredictionResponse, error_responses
 from app.api.uploads import RAW_TYPES, Upload, read_uploads
 from app.config import Settings
@@ -140,20 +141,24 @@ async def predict_many(
 
 
 @router.post("/predict", summary="Classify one image with the default model", **SINGLE)
+@policy(Key.API, Body.SINGLE)
 async def predict(request: Request, top_k: TopK = None) -> JSONResponse:
     return await predict_one(request, request.state.repository, None, request.state.settings, top_k)
 
 
 @router.post("/predict/batch", summary="Classify several images with the default model", **BATCH)
+@policy(Key.API, Body.REQUEST)
 async def predict_batch(request: Request, top_k: TopK = None) -> JSONResponse:
     return await predict_many(request, request.state.repository, None, request.state.settings, top_k)
 
 
 @router.post("/models/{name}/predict", summary="Classify one image with the named model", **SINGLE)
+@policy(Key.API, Body.SINGLE)
 async def predict_with(name: ModelName, request: Request, top_k: TopK = None) -> JSONResponse:
     return await predict_one(request, request.state.repository, name, request.state.settings, top_k)
 
 
 @router.post("/models/{name}/predict/batch", summary="Classify several images with the named model", **BATCH)
+@policy(Key.API, Body.REQUEST)
 async def predict_batch_with(name: ModelName, request: Request, top_k: TopK = None) -> JSONResponse:
     return await predict_many(request, request.state.repository, name, request.state.settings, top_k)

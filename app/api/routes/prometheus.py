@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.metrics import Metrics
+from app.api.policy import Key, policy
 
 router = APIRouter(tags=["health"])
 
@@ -39,6 +40,7 @@ async def get_metrics(request: Request) -> Metrics:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
 )
+@policy(Key.NONE)
 def metrics(
     metrics: Annotated[Metrics, Depends(get_metrics)],
 ) -> Response:  # sync: reads /proc, runs in a thread

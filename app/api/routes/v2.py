@@ -18,7 +18,9 @@ from fastapi.routing import APIRoute
 from app.api import open_inference as oip
 from app.api.deps import RepositoryDep, ServerStateDep, SettingsDep
 from app.api.errors import ERRORS
+from app.api.policy import Body, Key, Shape, policy
 from app.api.routes.health import check_ready
+from app.config import Settings
 from app.core.errors import CoreError, ModelNotFound, NotReady
 from app.core.prediction import ItemError, Prediction
 from app.core.repository import ModelRepository
@@ -53,7 +55,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
-guarded = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
+open_v2 = policy(Key.NONE, shape=Shape.V2)
+keyed_v2 = policy(Key.API, shape=Shape.V2)
 
 ModelName = Annotated[str, Path(description="a model's name, as listed by GET /models")]
 Version = Annotated[str, Path(description="the model's version: 12 hex characters of its file's sha256")]
@@ -67,30 +70,44 @@ def served(repository: ModelRepository, name: str, version: str | None = None) -
 
 
 @router.get("", summary="Server metadata")
+@open_v2
 async def server_metadata(request: Request) -> oip.ServerMetadata:
     return oip.ServerMetadata(name="learnserve", version=request.app.version, extensions=[])
 
 
 @router.get("/health/live", summary="The server answers")
+@open_v2
 async def server_live() -> oip.Live:
     return oip.Live(live=True)
 
 
 @router.get("/health/ready", summary="The server can infer", responses=error_responses(503))
+@open_v2
 async def server_ready(state: ServerStateDep, repository: RepositoryDep) -> oip.Ready:
     check_ready(state, repository)
     return oip.Ready(ready=True)
 
 
-async def model_ready(repository: ModelRepository, name: str, version: str | None) -> oip.ModelReady:
-    if not served(repository, name, version).ready:
+async def model_ready(
+    repository: ModelRepository, name: str, version: str | None, settings: Settings
+) -> oip.ModelReady:
+    """Readiness is open to probes; when a key guards the models, a miss names no other model or version."""
+    try:
+        unit = served(repository, name, version)
+    except ModelNotFound:
+        if settings.api_key is None:
+            raise
+        raise ModelNotFound(f"Model {name!r} has no version {version!r}." if version else
+                            f"There is no model {name!r}.") from None  # fmt: skip
+    if not unit.ready:
         raise NotReady(f"Model {name!r} is not accepting work.")
     return oip.ModelReady(name=name, ready=True)
 
 
 @router.get("/models/{name}/ready", summary="The model can infer", responses=error_responses(404, 503))
-async def ready(name: ModelName, repository: RepositoryDep) -> oip.ModelReady:
-    return await model_ready(repository, name, None)
+@open_v2
+async def ready(name: ModelName, repository: RepositoryDep, settings: SettingsDep) -> oip.ModelReady:
+    return await model_ready(repository, name, None, settings)
 
 
 @router.get(
@@ -98,8 +115,11 @@ async def ready(name: ModelName, repository: RepositoryDep) -> oip.ModelReady:
     summary="This version of the model can infer",
     responses=error_responses(404, 503),
 )
-async def version_ready(name: ModelName, version: Version, repository: RepositoryDep) -> oip.ModelReady:
-    return await model_ready(repository, name, version)
+@open_v2
+async def version_ready(
+    name: ModelName, version: Version, repository: RepositoryDep, settings: SettingsDep
+) -> oip.ModelReady:
+    return await model_ready(repository, name, version, settings)
 
 
 def metadata_of(unit: ModelUnit) -> oip.ModelMetadata:
@@ -109,12 +129,14 @@ def metadata_of(unit: ModelUnit) -> oip.ModelMetadata:
 METADATA: dict[str, Any] = {"response_model_exclude_none": True, "responses": error_responses(404)}
 
 
-@guarded.get("/models/{name}", summary="Model metadata: its input and output tensors", **METADATA)
+@router.get("/models/{name}", summary="Model metadata: its input and output tensors", **METADATA)
+@keyed_v2
 async def model_metadata(name: ModelName, repository: RepositoryDep) -> oip.ModelMetadata:
     return metadata_of(served(repository, name))
 
 
-@guarded.get("/models/{name}/versions/{version}", summary="Metadata of this version of the model", **METADATA)
+@router.get("/models/{name}/versions/{version}", summary="Metadata of this version of the model", **METADATA)
+@keyed_v2
 async def version_metadata(name: ModelName, version: Version, repository: RepositoryDep) -> oip.ModelMetadata:
     return metadata_of(served(repository, name, version))
 
@@ -164,14 +186,16 @@ INFER: dict[str, Any] = {
 }
 
 
-@guarded.post("/models/{name}/infer", summary="Classify base64-encoded image files", **INFER)
+@router.post("/models/{name}/infer", summary="Classify base64-encoded image files", **INFER)
+@policy(Key.API, Body.V2_JSON, Shape.V2)
 async def infer(
     name: ModelName, body: oip.InferenceRequest, repository: RepositoryDep, settings: SettingsDep
 ) -> Response:
     return await infer_with(repository, name, None, body, settings.max_upload_bytes, settings.max_files)
 
 
-@guarded.post("/models/{name}/versions/{version}/infer", summary="Classify with this version", **INFER)
+@router.post("/models/{name}/versions/{version}/infer", summary="Classify with this version", **INFER)
+@policy(Key.API, Body.V2_JSON, Shape.V2)
 async def infer_version(
     name: ModelName,
     version: Version,
