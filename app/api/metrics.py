@@ -2,9 +2,9 @@
 reports batches, predictions and model loads through the Observer protocol.
 
 Hot-path cost: a counter increment and a histogram observation per request and per batch, on label children
-cached after first use. Label values are bounded: `route` is the matched route's template (`/models/{name}/predict`,
-`/static/{path}`; never the raw path; `unmatched` for 404s), from the route's rule (app/api/policy.py), `model` is a served model's name (from its files, never from a client), and
-`label` is one of a model's classes.
+cached after first use. Label values are bounded: `route` is the matched route's template from its rule
+(app/api/policy.py: `/models/{name}/predict`, `/static/{path}`; never the raw path; `unmatched` for 404s), `model`
+is a served model's name (from its files, never from a client), and `label` is one of a model's classes.
 """
 
 from __future__ import annotations
