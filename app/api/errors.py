@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Scope, Send
 
 from app.api import request_id as request_ids
-from app.api.policy import is_v2
+from app.api.policy import UNMATCHED, is_v2, rule_of
 from app.core.errors import CoreError
 
 logger = logging.getLogger("learnserve")
@@ -85,6 +85,8 @@ async def client_disconnect(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A server fault (a bug, MemoryError): 500, logged with the request ID, counted in
+    learnserve_server_errors_total by route."""
     # Runs outside the middleware (Starlette's outermost layer), so bring the request ID back for this line.
     request_id = request_ids.of(request)
     token = request_ids.REQUEST_ID.set(request_id)
@@ -92,6 +94,10 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
     finally:
         request_ids.REQUEST_ID.reset(token)
+    metrics = getattr(request.state, "metrics", None)  # None before the lifespan has run
+    if metrics is not None:
+        rule = rule_of(request.scope)
+        metrics.server_errors.labels(rule.name if rule else UNMATCHED).inc()
     headers = {request_ids.HEADER: request_id} if request_id else None
     return error_json(
         request.scope,

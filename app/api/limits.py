@@ -38,8 +38,7 @@ class BodyGuard:
             await self._guard(scope, receive, send, rule.body_limit)
 
     async def _guard(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        length = int(declared) if declared is not None and declared.isdigit() else None
+        length = declared_length(scope["headers"])
         if length is not None and length > limit:
             await _too_large(send, scope, limit)
             return
@@ -129,9 +128,9 @@ class BodyGuard:
         try:
             try:
                 await self.app(scope, guarded_receive, guarded_send)
-            except (
-                ClientDisconnect
-            ):  # a cut-off body broke the app's reading of it; anything else is a real error
+            # A cut-off body broke the app's reading of it: answer our 413/408/503. Anything else is a server
+            # fault and goes on to the 500 handler.
+            except ClientDisconnect:
                 if not failure or started:
                     raise
             if failure and not started:
@@ -139,6 +138,15 @@ class BodyGuard:
         finally:
             timer.cancel()
             self.budget.release(held)
+
+
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """Content-Length as a number; None when absent or not digits. Past 18 digits it is more than any limit:
+    a huge number, not parsed (Python refuses to convert more than 4,300 digits)."""
+    declared = next((v for k, v in headers if k == b"content-length"), None)
+    if declared is None or not declared.isdigit():
+        return None
+    return int(declared) if len(declared) <= 18 else 10**18
 
 
 async def _too_large(send: Send, scope: Scope, limit: int) -> None:

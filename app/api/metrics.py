@@ -126,6 +126,10 @@ class Metrics:
             "learnserve_model_reload_failures", "Model files that failed verification or loading", ["model"],
             registry=r,
         )  # fmt: skip
+        self.server_errors = Counter(
+            "learnserve_server_errors", "Requests that failed with a server fault (an unexpected exception, "
+            "answered 500 internal_error and logged with the request ID)", ["route"], registry=r,
+        )  # fmt: skip
         self._info: dict[str, tuple[str, ...]] = {}  # model -> its info labels, to remove on swap
         self._request_children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
 

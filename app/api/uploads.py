@@ -8,7 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.core.errors import CoreError, FileTooLarge, UnsupportedImage
@@ -112,11 +112,11 @@ def parse_multipart(body: bytes, boundary: bytes) -> list[tuple[str, str | None,
 
     callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
                  "on_header_value": on_header_value, "on_part_data": on_part_data, "on_part_end": on_part_end}  # fmt: skip
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-    try:
+    try:  # FormParserError: the base of every error python-multipart raises, a refused boundary included
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as e:
+    except FormParserError as e:
         raise MalformedForm(f"The multipart/form-data body is malformed ({e}).") from None
     return parts
 
