@@ -84,8 +84,11 @@ class Settings(BaseSettings):
         ge=0,
         description="how long work waits for room in the memory budget before it gets 503 overloaded",
     )
-    max_connections: int = Field(
-        256, ge=1, description="open connections and requests in progress before new requests get 503"
+    max_requests: int = Field(
+        256,
+        ge=1,
+        description="requests in progress (headers received, answer not yet sent) before new ones get 503 + "
+        "Retry-After; idle and half-open connections do not count",
     )
     header_timeout_seconds: float = Field(
         10.0,

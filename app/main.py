@@ -21,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import errors
 from app.api.deps import ServerState
+from app.api.inflight import InFlightLimit
 from app.api.limits import BodyGuard
 from app.api.metrics import HttpMetrics, Metrics
 from app.api.policy import PolicyMiddleware, RoutePolicies
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     policies = RoutePolicies.compile(app.routes, settings, app.openapi_url)
     document_keys(app, policies)
     # Middleware, innermost first: the body limit, the keys (checked before any byte of a body is read), CORS,
-    # metrics, the request ID, so that every answer (a 413, a 401, a preflight) is counted and carries its ID,
+    # the limit on requests in progress, metrics, the request ID, so that every answer (a 413, a 401, a preflight) is counted and carries its ID,
     # and outermost the match of the request to its route's rule, which all of them read.
     app.add_middleware(BodyGuard, budget=budget, timeout=settings.body_timeout_seconds)
     app.add_middleware(KeyGuard)
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             expose_headers=[REQUEST_ID_HEADER, "Retry-After", "X-Model-Name", "X-Model-Version"],
             max_age=600,
         )
+    app.add_middleware(InFlightLimit, limit=settings.max_requests)
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(PolicyMiddleware, policies=policies)

@@ -114,17 +114,15 @@ def test_past_the_budget_work_waits_then_gets_503_and_what_never_fits_gets_413(
 
 
 def test_slow_and_half_open_clients_are_cut_off(tiny_model: Path, tmp_path: Path) -> None:
-    env = {"HEADER_TIMEOUT_SECONDS": "1", "BODY_TIMEOUT_SECONDS": "1.5", "MAX_CONNECTIONS": "20"}
+    env = {"HEADER_TIMEOUT_SECONDS": "1", "BODY_TIMEOUT_SECONDS": "1.5", "MAX_REQUESTS": "20"}
     with live_server(tiny_model, tmp_path / "server.log", **env) as server:
         port = int(server.base.rsplit(":", 1)[1])
         # headers that trickle in, and connections that send nothing: closed after the header deadline
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
         trickle = socket.create_connection(("127.0.0.1", port))
         trickle.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
-        busy = httpx.get(
-            f"{server.base}/health/live", timeout=10
-        )  # over MAX_CONNECTIONS: refused, not queued
-        assert busy.status_code == 503
+        # more idle connections than MAX_REQUESTS: none of them is a request in progress
+        assert httpx.get(f"{server.base}/health/live", timeout=10).status_code == 200
         time.sleep(1.5)
         for sock in [*idle, trickle]:
             sock.settimeout(5)

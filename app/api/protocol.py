@@ -1,8 +1,9 @@
 """uvicorn's HTTP protocol with a header deadline: a connection must send a request's complete headers within
 HEADER_TIMEOUT_SECONDS of opening (or of the request's first byte on a kept-alive connection), else it is closed.
 
-uvicorn has no such timeout: a client that trickles headers, or opens connections and sends nothing, holds them
-for ever and counts towards `limit_concurrency` (MAX_CONNECTIONS). Bodies have their own deadline
+uvicorn has no such timeout: a client that trickles headers, or opens connections and sends nothing, would hold
+them (and their file descriptors) for ever. They never count as requests in progress (MAX_REQUESTS,
+app/api/inflight.py). Bodies have their own deadline
 (app/api/limits.py); idle kept-alive connections close after uvicorn's keep-alive timeout.
 """
 

@@ -43,7 +43,6 @@ def serve(settings: Settings, host: str, port: int) -> int:
         timeout_graceful_shutdown=settings.drain_seconds,  # type: ignore[arg-type]  # a float works; 0: no wait
         lifespan="on",
         http=with_header_timeout(settings.header_timeout_seconds),
-        limit_concurrency=settings.max_connections,
         timeout_keep_alive=5,
     )
     server = DrainingServer(config, state)
