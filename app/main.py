@@ -1,6 +1,7 @@
 """The FastAPI application: settings in, models loaded once in the lifespan, middleware, routes and handlers.
 
-Run with `python -m app serve` (graceful drain on SIGTERM, reload on SIGHUP) or `uvicorn app.main:app`.
+Run with `python -m app serve` (graceful drain on SIGTERM, reload on SIGHUP), or serve the factory with
+`uvicorn --factory app.main:create_app`: nothing is built at import.
 
 The core (app/core: decoding, backends, batcher, one unit per model, the repository) knows nothing of HTTP; the
 edge (app/api: routes, middleware, error table, schemas, metrics, security) calls it.
@@ -147,5 +148,3 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     app.add_middleware(PolicyMiddleware, policies=policies)
     return app
 
-
-app = create_app()  # for `uvicorn app.main:app`; nothing loads until the lifespan starts

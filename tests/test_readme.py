@@ -49,3 +49,18 @@ def test_the_chance_warning_says_what_its_bar_is() -> None:
 
 def test_the_manifest_split_fields_are_explained() -> None:
     assert "`stratify` is `true` exactly when `dataset.split` is `stratified`" in flat(README)
+
+
+def test_a_model_dir_example_says_which_model_predict_uses() -> None:
+    """Issue 26: with several models and no default, /predict answers 400; the example must not lead there."""
+    blocks = README.split("```")[1::2]
+    serving = [line for block in blocks for line in block.splitlines() if "LEARNSERVE_MODEL_DIR=" in line]
+    assert serving
+    for line in serving:
+        block = next(b for b in blocks if line in b)
+        assert "LEARNSERVE_DEFAULT_MODEL=" in line or "/models/" in block, line
+
+
+def test_the_app_is_served_as_a_factory() -> None:
+    assert "app.main:app" not in README
+    assert "uvicorn --factory app.main:create_app" in README
