@@ -147,4 +147,3 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(PolicyMiddleware, policies=policies)
     return app
-

@@ -16,6 +16,7 @@ from starlette.types import Scope, Send
 from app.api import request_id as request_ids
 from app.api.policy import UNMATCHED, is_v2, rule_of
 from app.core.errors import CoreError
+from app.core.prediction import ItemError
 
 logger = logging.getLogger("learnserve")
 
@@ -53,6 +54,15 @@ def error_json(
     scope: Scope, status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(error_body(scope, code, detail), status_code=status, headers=headers)
+
+
+def item_error(
+    scope: Scope, error: ItemError, headers: dict[str, str], detail: str | None = None
+) -> JSONResponse:
+    """An item's error as the whole answer (/predict, v2 inference): status and headers from the table, in the
+    route's error shape, with the route's own headers (the model that answered)."""
+    status, extra = ERRORS[error.code]
+    return error_json(scope, status, error.code, detail or error.detail, {**headers, **(extra or {})})
 
 
 async def core_error(request: Request, exc: Exception) -> JSONResponse:

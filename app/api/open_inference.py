@@ -157,15 +157,13 @@ def image_elements(request: InferenceRequest, max_files: int) -> list[str]:
 def decode_element(index: int, element: str, max_bytes: int) -> bytes:
     """One element's file bytes, under the same size limit as an upload to /predict."""
     if len(element) // 4 * 3 > max_bytes + 2:
-        raise FileTooLarge(f"Image {index}: the file is larger than the limit of {max_bytes:,} bytes.")
+        raise FileTooLarge.over(max_bytes, subject=f"Image {index}: the file")
     try:
         data = base64.b64decode(element, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInferenceRequest(f"Element {index} of '{INPUT}' is not valid base64.") from None
     if len(data) > max_bytes:
-        raise FileTooLarge(
-            f"Image {index}: the file is {len(data):,} bytes; the limit is {max_bytes:,} bytes."
-        )
+        raise FileTooLarge.over(max_bytes, len(data), subject=f"Image {index}: the file")
     return data
 
 

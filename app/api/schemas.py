@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
-
-from app.core.prediction import Prediction
 
 
 class LabelProbability(BaseModel):
@@ -31,12 +28,6 @@ class PredictionResponse(BaseModel):
             ]
         }
     }
-
-
-def render(prediction: Prediction, classes: Sequence[str], top_k: int) -> PredictionResponse:
-    """The answer for one prediction, with the `top_k` most likely classes."""
-    top = [LabelProbability(label=c, probability=p) for c, p in prediction.top(classes, top_k)]
-    return PredictionResponse(label=prediction.label, probability=prediction.probability, top=top)
 
 
 class BatchPrediction(PredictionResponse):

@@ -74,9 +74,7 @@ def read_uploads(
 
 def _bounded(data: bytes, max_bytes: int) -> bytes | ItemError:
     if len(data) > max_bytes:
-        return ItemError.of(
-            FileTooLarge(f"The file is {len(data):,} bytes; the limit is {max_bytes:,} bytes.")
-        )
+        return ItemError.of(FileTooLarge.over(max_bytes, len(data)))
     return data
 
 

@@ -38,6 +38,13 @@ class Unreadable(CoreError):
 class FileTooLarge(CoreError):
     code = "file_too_large"
 
+    @classmethod
+    def over(cls, limit: int, size: int | None = None, subject: str = "The file") -> FileTooLarge:
+        """The one wording for every entry point (uploads, v2 elements, files on disk, batch jobs)."""
+        if size is None:  # only the first limit + 1 bytes were read, or only the encoded length is known
+            return cls(f"{subject} is larger than the limit of {limit:,} bytes.")
+        return cls(f"{subject} is {size:,} bytes; the limit is {limit:,} bytes.")
+
 
 class TooManyPixels(CoreError):
     code = "too_many_pixels"

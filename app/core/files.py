@@ -22,7 +22,7 @@ def read_item(path: Path, max_bytes: int) -> Item:
     except OSError as e:
         return ItemError.of(Unreadable(f"{path} cannot be read: {e.strerror or e}."))
     if len(data) > max_bytes:
-        return ItemError.of(FileTooLarge(f"{path} is larger than the limit of {max_bytes:,} bytes."))
+        return ItemError.of(FileTooLarge.over(max_bytes, subject=str(path)))
     return data
 
 

@@ -48,7 +48,7 @@ class RayScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         limit = self.settings.max_upload_bytes
         items: list[Item] = [
-            ItemError.of(FileTooLarge(f"the file is {len(b):,} bytes; the limit is {limit:,} bytes"))
+            ItemError.of(FileTooLarge.over(limit, len(b)))
             if len(b) > limit else bytes(b)
             for b in batch["bytes"]
         ]  # fmt: skip

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import RepositoryDep, ServerStateDep
+from app.api.deps import RepositoryDep, ServerState, ServerStateDep
 from app.api.policy import Key, policy
 from app.api.schemas import HealthResponse, error_responses
 from app.core.errors import NotReady
+from app.core.repository import ModelRepository
+from app.core.unit import ModelUnit
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -18,14 +20,17 @@ async def live() -> HealthResponse:
     return HealthResponse(status="alive")
 
 
-def check_ready(state: ServerStateDep, repository: RepositoryDep) -> None:
-    """The one readiness rule, for /health/ready and /v2/health/ready."""
+def check_ready(state: ServerState, repository: ModelRepository, unit: ModelUnit | None = None) -> None:
+    """The one readiness rule, for /health/ready, /v2/health/ready and v2 model readiness: the server has started
+    and is not draining, a model is loaded, and (asked about one model) that model accepts work."""
     if state.draining:
         raise NotReady("The server is shutting down.")
     if not state.started:
         raise NotReady("The models are still loading.")
     if not repository.ready:
         raise NotReady("No model is loaded.")
+    if unit is not None and not unit.ready:
+        raise NotReady(f"Model {unit.name!r} is not accepting work.")
 
 
 @router.get(

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.api.errors import ERRORS
+from app.api.errors import item_error
 from app.api.policy import Body, Key, policy
 from app.api.schemas import BatchResponse, PredictionResponse, error_responses
 from app.api.uploads import RAW_TYPES, Upload, read_uploads
@@ -110,10 +110,7 @@ async def predict_one(
     [outcome] = await unit.classify([upload.data])
     headers = model_headers(unit)
     if isinstance(outcome, ItemError):
-        status, extra = ERRORS[outcome.code]
-        return JSONResponse(
-            {"detail": outcome.detail, "code": outcome.code}, status, {**headers, **(extra or {})}
-        )
+        return item_error(request.scope, outcome, headers)
     return JSONResponse(answer(outcome, unit.classes, top_k or settings.top_k), headers=headers)
 
 

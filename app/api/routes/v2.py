@@ -14,14 +14,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.types import Scope
 
 from app.api import open_inference as oip
-from app.api.deps import RepositoryDep, ServerStateDep, SettingsDep
-from app.api.errors import ERRORS
+from app.api.deps import RepositoryDep, ServerState, ServerStateDep, SettingsDep
+from app.api.errors import item_error
 from app.api.policy import Body, Key, Shape, policy
 from app.api.routes.health import check_ready
 from app.config import Settings
-from app.core.errors import CoreError, ModelNotFound, NotReady
+from app.core.errors import CoreError, ModelNotFound
 from app.core.prediction import ItemError, Prediction
 from app.core.repository import ModelRepository
 from app.core.unit import Item, ModelUnit
@@ -89,7 +90,7 @@ async def server_ready(state: ServerStateDep, repository: RepositoryDep) -> oip.
 
 
 async def model_ready(
-    repository: ModelRepository, name: str, version: str | None, settings: Settings
+    state: ServerState, repository: ModelRepository, name: str, version: str | None, settings: Settings
 ) -> oip.ModelReady:
     """Readiness is open to probes; when a key guards the models, a miss names no other model or version."""
     try:
@@ -99,15 +100,16 @@ async def model_ready(
             raise
         raise ModelNotFound(f"Model {name!r} has no version {version!r}." if version else
                             f"There is no model {name!r}.") from None  # fmt: skip
-    if not unit.ready:
-        raise NotReady(f"Model {name!r} is not accepting work.")
+    check_ready(state, repository, unit)
     return oip.ModelReady(name=name, ready=True)
 
 
 @router.get("/models/{name}/ready", summary="The model can infer", responses=error_responses(404, 503))
 @open_v2
-async def ready(name: ModelName, repository: RepositoryDep, settings: SettingsDep) -> oip.ModelReady:
-    return await model_ready(repository, name, None, settings)
+async def ready(
+    name: ModelName, state: ServerStateDep, repository: RepositoryDep, settings: SettingsDep
+) -> oip.ModelReady:
+    return await model_ready(state, repository, name, None, settings)
 
 
 @router.get(
@@ -117,9 +119,9 @@ async def ready(name: ModelName, repository: RepositoryDep, settings: SettingsDe
 )
 @open_v2
 async def version_ready(
-    name: ModelName, version: Version, repository: RepositoryDep, settings: SettingsDep
+    name: ModelName, version: Version, state: ServerStateDep, repository: RepositoryDep, settings: SettingsDep
 ) -> oip.ModelReady:
-    return await model_ready(repository, name, version, settings)
+    return await model_ready(state, repository, name, version, settings)
 
 
 def metadata_of(unit: ModelUnit) -> oip.ModelMetadata:
@@ -154,8 +156,8 @@ def elements_to_items(elements: list[str], max_bytes: int) -> list[Item]:
 
 
 async def infer_with(
-    repository: ModelRepository, name: str, version: str | None, body: oip.InferenceRequest, max_bytes: int,
-    max_files: int,
+    scope: Scope, repository: ModelRepository, name: str, version: str | None, body: oip.InferenceRequest,
+    max_bytes: int, max_files: int,
 ) -> Response:  # fmt: skip
     served(repository, name, version)
     elements = oip.image_elements(body, max_files)
@@ -166,11 +168,10 @@ async def infer_with(
     headers = {"X-Model-Name": unit.name, "X-Model-Version": unit.version}
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, ItemError):
-            status, extra = ERRORS[outcome.code]
             detail = (
                 outcome.detail if outcome.detail.startswith(f"Image {i}:") else f"Image {i}: {outcome.detail}"
             )
-            return JSONResponse({"error": detail}, status, {**headers, **(extra or {})})
+            return item_error(scope, outcome, headers, detail)
     predictions = [o for o in outcomes if isinstance(o, Prediction)]
     answer = oip.inference_response(unit.name, unit.version, body, predictions, len(unit.classes))
     return JSONResponse(answer.model_dump(exclude_none=True), headers=headers)
@@ -189,9 +190,15 @@ INFER: dict[str, Any] = {
 @router.post("/models/{name}/infer", summary="Classify base64-encoded image files", **INFER)
 @policy(Key.API, Body.V2_JSON, Shape.V2)
 async def infer(
-    name: ModelName, body: oip.InferenceRequest, repository: RepositoryDep, settings: SettingsDep
+    name: ModelName,
+    body: oip.InferenceRequest,
+    request: Request,
+    repository: RepositoryDep,
+    settings: SettingsDep,
 ) -> Response:
-    return await infer_with(repository, name, None, body, settings.max_upload_bytes, settings.max_files)
+    return await infer_with(
+        request.scope, repository, name, None, body, settings.max_upload_bytes, settings.max_files
+    )
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Classify with this version", **INFER)
@@ -200,7 +207,10 @@ async def infer_version(
     name: ModelName,
     version: Version,
     body: oip.InferenceRequest,
+    request: Request,
     repository: RepositoryDep,
     settings: SettingsDep,
 ) -> Response:
-    return await infer_with(repository, name, version, body, settings.max_upload_bytes, settings.max_files)
+    return await infer_with(
+        request.scope, repository, name, version, body, settings.max_upload_bytes, settings.max_files
+    )
