@@ -235,3 +235,26 @@ def test_malformed_multipart_is_a_clear_400(client: TestClient) -> None:
     r = client.post("/predict", content=broken, headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert r.status_code in (400, 422), r.text
     assert r.json()["code"] in ("bad_request", "validation_error")
+
+
+def test_upload_errors_that_teach(client: TestClient) -> None:
+    """Issue 26: say which fields arrived, what a raw body needs, and where several files go."""
+    wrong = client.post("/predict", files={"image": ("x.png", png(), "image/png"), "note": (None, "hi")})
+    assert_error(wrong, 422, "validation_error")
+    assert "the form carries 'image', 'note'" in wrong.json()["detail"]
+    curl_default = client.post(
+        "/predict", content=png(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert_error(curl_default, 422, "validation_error")
+    assert "`Content-Type: image/*`" in curl_default.json()["detail"]
+    untyped = client.post("/predict", content=png(), headers={"Content-Type": ""})
+    assert_error(untyped, 415, "unsupported_media_type")
+    assert "`Content-Type: image/*`" in untyped.json()["detail"]
+    two = [("file", ("a.png", png(), "image/png")), ("file", ("b.png", png(), "image/png"))]
+    several = client.post("/predict", files=two)
+    assert_error(several, 400, "bad_request")
+    assert "/predict/batch" in several.json()["detail"]
+    named = client.post("/models/colors/predict", files=two)
+    assert_error(named, 400, "bad_request")
+    assert "/models/colors/predict/batch" in named.json()["detail"]
+    assert client.post("/predict/batch", files=[("files", f) for _, f in two]).status_code == 200

@@ -15,10 +15,17 @@ from app.core.errors import CoreError, FileTooLarge, UnsupportedImage
 from app.core.prediction import ItemError
 
 RAW_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/octet-stream")
+RAW_NEEDS = "a raw image body needs `Content-Type: image/*` (e.g. -H 'Content-Type: image/png')"
 MAX_PARTS = 1000  # a form is refused past this many parts, whatever their names
 
 
 class MalformedForm(CoreError):
+    code = "bad_request"
+
+
+class SeveralFiles(CoreError):
+    """Several files sent to a route that classifies one."""
+
     code = "bad_request"
 
 
@@ -41,9 +48,8 @@ def read_uploads(
         boundary = options.get(b"boundary")
         if not boundary:
             raise MalformedForm("The multipart/form-data request has no boundary in its Content-Type.")
-        parts = [
-            (filename, data) for name, filename, data in parse_multipart(body, boundary) if name == field
-        ]
+        form = parse_multipart(body, boundary)
+        parts = [(filename, data) for name, filename, data in form if name == field]
         if any(filename is None for filename, _ in parts):
             raise MissingField(
                 f"form field '{field}' must carry files (parts with a filename), not text: "
@@ -51,15 +57,26 @@ def read_uploads(
             )
         files = [(filename or "", data) for filename, data in parts]
         if not files:
-            raise MissingField(
-                f"missing form field '{field}': send the image as multipart/form-data in field '{field}'"
+            arrived = sorted({name for name, _, _ in form})
+            carried = (
+                f"the form carries {', '.join(repr(n) for n in arrived)}"
+                if arrived
+                else "the form carries no fields"
             )
+            raise MissingField(f"missing form field '{field}' ({carried}): {_how(field, raw)}")
     elif raw and media.decode("latin-1") in RAW_TYPES:
         files = [("upload", body)]
-    elif not body or media == b"application/x-www-form-urlencoded":  # nothing sent, or a form without files
+    elif not body:
+        raise MissingField(f"missing form field '{field}' (the request has no body): {_how(field, raw)}")
+    elif raw and media == b"application/x-www-form-urlencoded":  # curl --data-binary's default type
         raise MissingField(
-            f"missing form field '{field}': send the image as multipart/form-data in field '{field}'"
+            f"missing form field '{field}': the body came as application/x-www-form-urlencoded (curl's default for "
+            f"--data-binary); {RAW_NEEDS}, or {_how(field, raw=False)}"
         )
+    elif raw and not media:
+        raise UnsupportedImage(f"The request has no Content-Type: {RAW_NEEDS}, or {_how(field, raw=False)}.")
+    elif media == b"application/x-www-form-urlencoded":  # a form without files
+        raise MissingField(f"missing form field '{field}': {_how(field, raw)}")
     else:
         shown = media.decode("latin-1") or "none"
         raw_hint = (
@@ -70,6 +87,14 @@ def read_uploads(
             f"'{field}'{raw_hint if raw else ''}."
         )
     return [Upload(safe_filename(name), _bounded(data, max_bytes)) for name, data in files]
+
+
+def _how(field: str, raw: bool) -> str:
+    how = f"send the image as multipart/form-data in field '{field}' (curl -F {field}=@photo.jpg)"
+    if raw:
+        how += ", or the image bytes as the body with `Content-Type: image/*` (curl --data-binary @photo.jpg " \
+               "-H 'Content-Type: image/jpeg')"  # fmt: skip
+    return how
 
 
 def _bounded(data: bytes, max_bytes: int) -> bytes | ItemError:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from app.api.errors import item_error
 from app.api.policy import Body, Key, policy
 from app.api.schemas import BatchResponse, PredictionResponse, error_responses
-from app.api.uploads import RAW_TYPES, Upload, read_uploads
+from app.api.uploads import RAW_TYPES, SeveralFiles, Upload, read_uploads
 from app.config import Settings
 from app.core.errors import TooManyFiles
 from app.core.prediction import ItemError, Prediction
@@ -105,7 +105,14 @@ async def predict_one(
     request: Request, repository: ModelRepository, name: str | None, settings: Settings, top_k: int | None
 ) -> JSONResponse:
     resolve(repository, name)  # an unknown model is a 404 before the body is read
-    [upload] = (await uploads_of(request, "file", settings, raw=True))[:1]
+    uploads = await uploads_of(request, "file", settings, raw=True)
+    if len(uploads) > 1:  # never drop files silently
+        batch = "/predict/batch" if name is None else f"/models/{name}/predict/batch"
+        raise SeveralFiles(
+            f"{len(uploads)} files were sent in field 'file'; this route classifies one. "
+            f"Send several to {batch}, in field 'files'."
+        )
+    [upload] = uploads
     unit = resolve(repository, name)  # again, after the await: requests start on the current version
     [outcome] = await unit.classify([upload.data])
     headers = model_headers(unit)
