@@ -129,8 +129,8 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     policies = RoutePolicies.compile(app.routes, settings, app.openapi_url)
     document_keys(app, policies)
     # Middleware, innermost first: the body limit, the keys (checked before any byte of a body is read), CORS,
-    # the limit on requests in progress, metrics, the request ID, so that every answer (a 413, a 401, a preflight) is counted and carries its ID,
-    # and outermost the match of the request to its route's rule, which all of them read.
+    # the limit on requests in progress, metrics, the request ID, so that every answer (a 413, a 401, a preflight)
+    # is counted and carries its ID, and outermost the match of the request to its route's rule, which all read.
     app.add_middleware(BodyGuard, budget=budget, timeout=settings.body_timeout_seconds)
     app.add_middleware(KeyGuard)
     if settings.cors_origins:
