@@ -32,6 +32,27 @@ RESIZE_METHODS = ("squish", "crop", "pad")
 Box = tuple[int, int]
 
 
+def crop_pad_box(method: str, size: int, w: int, h: int) -> Box:
+    """The (width, height) Resize crops or pads a w x h image to before resizing it to `size` x `size`: the image
+    itself for squish, a centred square of its short side for crop, of its long side for pad."""
+    if method == "squish":
+        return w, h
+    wide = w / size > h / size
+    m = w / size if wide == (method == "pad") else h / size
+    return int(m * size), int(m * size)
+
+
+def resize_working_bytes(method: str, size: int, w: int, h: int) -> int:
+    """An upper bound of the memory Resize holds beside its RGB input of w x h: the crop (at most the image), and
+    for pad the padded square twice (numpy's pad, then the image made of it), as fastai's own pipeline also does
+    (torchvision's pad of a PIL image). A 12000x2 image padded is 12000x12000: 432 MB per copy."""
+    if method == "squish":
+        return 0
+    box_w, box_h = crop_pad_box(method, size, w, h)
+    padded = 2 * 3 * box_w * box_h if method == "pad" else 0
+    return 3 * w * h + padded
+
+
 class Preprocessor:
     def __init__(self, spec: Preprocessing) -> None:
         if spec.resize_method not in RESIZE_METHODS:
@@ -64,14 +85,8 @@ class Preprocessor:
     def resize(self, image: Image.Image) -> Image.Image:
         """fastai.vision.augment.Resize.encodes with pcts (0.5, 0.5)."""
         w, h = image.size
-        target_w, target_h = self.size
-        if self.method == "squish":
-            size, top_left = (w, h), (0, 0)
-        else:
-            wide = w / target_w > h / target_h
-            m = w / target_w if wide == (self.method == "pad") else h / target_h
-            size = (int(m * target_w), int(m * target_h))
-            top_left = (int(0.5 * (w - size[0])), int(0.5 * (h - size[1])))
+        size = crop_pad_box(self.method, self.size[0], w, h)
+        top_left = (int(0.5 * (w - size[0])), int(0.5 * (h - size[1])))
         return self._crop_pad(image, size, top_left, (w, h))
 
     def _crop_pad(self, x: Image.Image, size: Box, tl: Box, orig: Box) -> Image.Image:
