@@ -125,7 +125,11 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     # metrics, and the request ID outermost, so that every answer (a 413, a 401, a preflight) is counted and
     # carries its ID.
     app.add_middleware(
-        BodyGuard, limit_for=body_limit(settings), budget=budget, timeout=settings.body_timeout_seconds
+        BodyGuard,
+        limit_for=body_limit(settings),
+        budget=budget,
+        timeout=settings.body_timeout_seconds,
+        min_rate=settings.min_upload_bytes_per_second,
     )
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
