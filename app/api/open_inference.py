@@ -52,8 +52,12 @@ def parsed_bytes(body: bytes) -> int:
 
 
 def parse_json(body: bytes) -> Any:
-    """The body parsed (a thread's work: it may take a while and must not block the event loop)."""
-    return json.loads(body)
+    """The body parsed (a thread's work: it may take a while and must not block the event loop). Raises
+    ValueError for a body that is not JSON, not UTF-8, or nested deeper than Python's recursion limit."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
 
 
 class ErrorV2(BaseModel):

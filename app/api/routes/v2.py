@@ -80,7 +80,7 @@ async def parse(body: bytes) -> Any:
         return await run_in_threadpool(oip.parse_json, body)
     except ValueError as e:  # not JSON, or not UTF-8: as FastAPI reports it
         where = e.pos if isinstance(e, json.JSONDecodeError) else getattr(e, "start", 0)
-        reason = e.msg if isinstance(e, json.JSONDecodeError) else "the body is not UTF-8"
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
         error = {"type": "json_invalid", "loc": ("body", where), "msg": "JSON decode error", "input": {},
                  "ctx": {"error": reason}}  # fmt: skip
         raise RequestValidationError([error], body=body) from None
