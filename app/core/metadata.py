@@ -37,19 +37,21 @@ def header_bytes(data: bytes) -> int:
     if not data.startswith(PNG_SIGNATURE):
         return 0
     chunk = PngImagePlugin.MAX_TEXT_CHUNK
-    total = 0
+    kept = largest = 0
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         if kind in INFLATED:
-            total += 2 * min(chunk, length * DEFLATE_RATIO)
-        elif kind in (b"tEXt",):
-            total += min(length, len(data))  # decoded to a str beside the file's bytes
+            inflated = min(chunk, length * DEFLATE_RATIO)
+            kept, largest = kept + inflated, max(largest, inflated)
+        elif kind == b"tEXt":
+            kept += min(length, len(data))  # decoded to a str beside the file's bytes
         elif kind == b"IEND":
             break
         pos += 12 + length
-    # Pillow stops at MAX_TEXT_MEMORY of text in all; one ICC profile and one chunk being inflated come beside it.
-    return min(total, PngImagePlugin.MAX_TEXT_MEMORY + 3 * chunk)
+    # Kept: each chunk's text as a str (Pillow stops at MAX_TEXT_MEMORY in all) and one ICC profile; while a chunk
+    # is read, its inflated bytes and zlib's growing buffer come beside them.
+    return min(kept, PngImagePlugin.MAX_TEXT_MEMORY + chunk) + 2 * largest if kept else 0
 
 
 def drop_metadata(image: Image.Image) -> None:

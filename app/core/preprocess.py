@@ -43,14 +43,16 @@ def crop_pad_box(method: str, size: int, w: int, h: int) -> Box:
 
 
 def resize_working_bytes(method: str, size: int, w: int, h: int) -> int:
-    """An upper bound of the memory Resize holds beside its RGB input of w x h: the crop (at most the image), and
-    for pad the padded square twice (numpy's pad, then the image made of it), as fastai's own pipeline also does
-    (torchvision's pad of a PIL image). A 12000x2 image padded is 12000x12000: 432 MB per copy."""
+    """An upper bound of the memory `Preprocessor.item` holds beside its RGB input of w x h (PIL keeps RGB in 4
+    bytes a pixel, numpy in 3): for crop, the cropped square; for pad, the image as an array, the padded array and
+    the image made of it (3 + 4 bytes a pixel of the square). A 12000x2 image padded is 12000x12000: 1 GB.
+    fastai's own pipeline (used when the twin cannot reproduce it) pads the same way (torchvision's pad)."""
     if method == "squish":
         return 0
     box_w, box_h = crop_pad_box(method, size, w, h)
-    padded = 2 * 3 * box_w * box_h if method == "pad" else 0
-    return 3 * w * h + padded
+    if method == "crop":
+        return 4 * box_w * box_h
+    return 3 * w * h + 7 * box_w * box_h
 
 
 class Preprocessor:
@@ -93,7 +95,9 @@ class Preprocessor:
         """fastai's `_do_crop_pad` for PIL images, then the resize."""
         ends = (tl[0] + size[0], tl[1] + size[1])
         if any(t >= 0 for t in tl) or any(e <= o for e, o in zip(ends, orig, strict=True)):
-            x = x.crop((max(tl[0], 0), max(tl[1], 0), min(ends[0], orig[0]), min(ends[1], orig[1])))
+            box = (max(tl[0], 0), max(tl[1], 0), min(ends[0], orig[0]), min(ends[1], orig[1]))
+            if box != (0, 0, *orig):  # cropping to the whole image would only copy it
+                x = x.crop(box)
         if any(t < 0 for t in tl) or any(e >= o for e, o in zip(ends, orig, strict=True)):
             left, top = max(-tl[0], 0), max(-tl[1], 0)
             right, bottom = max(size[0] - orig[0] + tl[0], 0), max(size[1] - orig[1] + tl[1], 0)
