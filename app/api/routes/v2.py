@@ -61,15 +61,20 @@ class V2Route(APIRoute):
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it passes `limit` (Starlette's Request keeps it in `_body`)."""
+    """The body, refused (413) as soon as it passes `limit`, or at once when Content-Length says it will (Starlette's
+    Request keeps it in `_body`)."""
+    too_large = oip.RequestTooLarge(
+        f"The request body is larger than the limit of {limit:,} bytes for Open Inference requests "
+        "(LEARNSERVE_MAX_V2_REQUEST_BYTES)."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise oip.RequestTooLarge(
-                f"The request body is larger than the limit of {limit:,} bytes for Open Inference requests "
-                "(LEARNSERVE_MAX_V2_REQUEST_BYTES)."
-            )
+            raise too_large
         chunks.append(chunk)
     request._body = b"".join(chunks)
     return request._body
