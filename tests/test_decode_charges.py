@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from app.core.imaging import open_image
-from app.core.metadata import header_bytes
+from app.core.metadata import MAX_CHUNKS_WALKED, header_bytes
 from app.core.preprocess import crop_pad_box, resize_working_bytes
 from bench.security_rss import png_with_text, thin_png
 from tests.images import encode, sample
@@ -18,7 +18,7 @@ from tests.images import encode, sample
 HEADER_SCRIPT = r"""
 import gc, sys, tracemalloc
 from app.core.imaging import load_rgb, open_image
-from app.core.metadata import header_bytes
+from app.core.metadata import MAX_CHUNKS_WALKED, header_bytes
 
 data = sys.stdin.buffer.read()
 gc.collect()
@@ -51,6 +51,16 @@ def test_other_files_cost_no_header_charge() -> None:
     assert header_bytes(encode(sample(), "PNG")) == 0
     assert header_bytes(encode(sample(), "JPEG")) == 0
     assert header_bytes(b"\x89PNG\r\n\x1a\n" + b"\xff" * 20) == 0  # a chunk length past the end: nothing read
+
+
+def test_a_png_of_many_tiny_chunks_is_charged_the_worst_case_without_walking_them_all() -> None:
+    png = png_with_text(1, 1000)
+    ihdr_end = 8 + 25
+    padding = (b"\x00\x00\x00\x00prVt" + b"\x00" * 4) * (MAX_CHUNKS_WALKED + 1)  # private, empty chunks
+    assert header_bytes(png[:ihdr_end] + padding + png[ihdr_end:]) == (
+        PngImagePlugin.MAX_TEXT_MEMORY + 3 * PngImagePlugin.MAX_TEXT_CHUNK
+    )
+    assert header_bytes(png) < 100_000  # 21 compressed bytes could inflate to 21 KB, three times over
 
 
 def test_an_opened_image_keeps_no_text_but_keeps_transparency() -> None:

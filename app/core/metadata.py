@@ -28,18 +28,22 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 INFLATED = (b"zTXt", b"iTXt", b"iCCP")  # zlib-compressed: inflated while the header is read
 DEFLATE_RATIO = 1032  # deflate's largest expansion: 258 bytes out of a 2-bit code, ~1032 to 1
 # EXIF orientation and transparency are needed to decode; ImageMagick writes EXIF as this text chunk.
+MAX_CHUNKS_WALKED = 4096  # a 10 MB PNG has a few hundred (IDAT chunks are 8 to 64 KB)
 KEEP = frozenset({"transparency", "exif", "Raw profile type exif"})
 
 
 def header_bytes(data: bytes) -> int:
     """An upper bound of the memory Pillow allocates for a PNG's text and ICC chunks (0 for other formats and
     for PNGs without them): each chunk's inflated size (as bytes, then as a str), within Pillow's limits."""
-    if not data.startswith(PNG_SIGNATURE):
+    if not data.startswith(PNG_SIGNATURE) or not any(kind in data for kind in (*INFLATED, b"tEXt")):
         return 0
     chunk = PngImagePlugin.MAX_TEXT_CHUNK
+    worst = PngImagePlugin.MAX_TEXT_MEMORY + 3 * chunk
     kept = largest = 0
     pos = len(PNG_SIGNATURE)
-    while pos + 8 <= len(data):
+    for _ in range(MAX_CHUNKS_WALKED):
+        if pos + 8 > len(data):
+            break
         length, kind = struct.unpack_from(">I4s", data, pos)
         if kind in INFLATED:
             inflated = min(chunk, length * DEFLATE_RATIO)
@@ -49,9 +53,11 @@ def header_bytes(data: bytes) -> int:
         elif kind == b"IEND":
             break
         pos += 12 + length
+    else:  # a file of many tiny chunks: assume the worst rather than walk them all on the event loop
+        return worst
     # Kept: each chunk's text as a str (Pillow stops at MAX_TEXT_MEMORY in all) and one ICC profile; while a chunk
     # is read, its inflated bytes and zlib's growing buffer come beside them.
-    return min(kept, PngImagePlugin.MAX_TEXT_MEMORY + chunk) + 2 * largest if kept else 0
+    return min(kept + 2 * largest, worst)
 
 
 def drop_metadata(image: Image.Image) -> None:
