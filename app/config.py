@@ -73,6 +73,18 @@ class Settings(BaseSettings):
         ge=1,
         description="largest accepted request body for a batch or v2 request (a single upload: MAX_UPLOAD_BYTES)",
     )
+    max_v2_request_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1,
+        description="largest accepted Open Inference (v2) JSON body: base64 files in JSON cost more to parse "
+        "than the same files uploaded, and the parsed body is charged to the memory budget as well",
+    )
+    min_upload_bytes_per_second: int = Field(
+        16 * 1024,
+        ge=0,
+        description="after its first second, a request body must keep arriving at this average rate, or it gets "
+        "408 (0: only BODY_TIMEOUT_SECONDS applies); bodies are charged to the memory budget as they arrive",
+    )
     max_inflight_bytes: int = Field(
         512 * 1024 * 1024,
         ge=1,

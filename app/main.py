@@ -131,7 +131,12 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     # Middleware, innermost first: the body limit, the keys (checked before any byte of a body is read), CORS,
     # the limit on requests in progress, metrics, the request ID, so that every answer (a 413, a 401, a preflight)
     # is counted and carries its ID, and outermost the match of the request to its route's rule, which all read.
-    app.add_middleware(BodyGuard, budget=budget, timeout=settings.body_timeout_seconds)
+    app.add_middleware(
+        BodyGuard,
+        budget=budget,
+        timeout=settings.body_timeout_seconds,
+        min_rate=settings.min_upload_bytes_per_second,
+    )
     app.add_middleware(KeyGuard)
     if settings.cors_origins:
         app.add_middleware(

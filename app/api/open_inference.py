@@ -4,12 +4,16 @@ predictions to tensors. Knows nothing of HTTP; app/api/routes/v2.py serves it.
 One input, `image`: BYTES, shape [N], each element an image file encoded as base64 (JSON cannot carry raw
 bytes). Outputs: `probabilities` FP32 [N, classes] in the order of /metadata's `classes`, and `label` BYTES [N].
 Binary tensor data (the Triton extension) is not supported: clients send JSON (tritonclient: binary_data=False).
+
+A body is parsed under a memory charge (`parsed_bytes`): JSON expands (a 2-byte `{}` becomes a 64-byte dict and
+its list slot), so the charge counts the values the body can hold, not only its bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +31,33 @@ Parameters = dict[str, Any]
 
 class InvalidInferenceRequest(CoreError):
     code = "invalid_inference_request"
+
+
+class RequestTooLarge(CoreError):
+    code = "request_too_large"
+
+
+# Python memory per JSON value once parsed and validated, at most: a dict (64 bytes) or a key and its value (a
+# str is 49 bytes + its characters, counted in the body's size), a slot in its list and in the validated copy,
+# and the allocator's rounding. tests/test_v2_memory.py checks it against the measured growth.
+PARSED_BYTES_PER_VALUE = 160
+
+
+def parsed_bytes(body: bytes) -> int:
+    """An upper bound of the memory parsing and validating `body` holds beside its bytes: the decoded text, the
+    base64 files decoded from it, and PARSED_BYTES_PER_VALUE for every value the body can hold (each one follows
+    a `[`, a `,` or a `:`; counting them in strings too only over-counts)."""
+    values = 1 + body.count(b"[") + body.count(b",") + body.count(b":")
+    return 2 * len(body) + PARSED_BYTES_PER_VALUE * values
+
+
+def parse_json(body: bytes) -> Any:
+    """The body parsed (a thread's work: it may take a while and must not block the event loop). Raises
+    ValueError for a body that is not JSON, not UTF-8, or nested deeper than Python's recursion limit."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
 
 
 class ErrorV2(BaseModel):
@@ -68,7 +99,7 @@ class ModelReady(BaseModel):
 
 class RequestInput(BaseModel):
     name: str
-    shape: list[int]
+    shape: list[int] = Field(fail_fast=True)
     datatype: str
     parameters: Parameters | None = None
     data: list[Any]
@@ -82,8 +113,9 @@ class RequestOutput(BaseModel):
 class InferenceRequest(BaseModel):
     id: str | None = None
     parameters: Parameters | None = None
-    inputs: list[RequestInput]
-    outputs: list[RequestOutput] | None = None
+    # fail_fast: one error per list, not one per bad item (a body of a million `{}` inputs would make millions)
+    inputs: list[RequestInput] = Field(fail_fast=True)
+    outputs: list[RequestOutput] | None = Field(None, fail_fast=True)
 
     model_config = {
         "json_schema_extra": {

@@ -16,7 +16,7 @@ rule: none of them looks at the URL. A path no route matches has no rule: the ro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ class Body(Enum):
     NONE = "none"  # the route reads no body
     SINGLE = "single"  # one upload: MAX_UPLOAD_BYTES + room for multipart headers
     REQUEST = "request"  # several uploads: MAX_REQUEST_BYTES
-    V2_JSON = "v2_json"  # an Open Inference Protocol JSON body: MAX_REQUEST_BYTES
+    V2_JSON = "v2_json"  # an Open Inference Protocol JSON body: MAX_V2_REQUEST_BYTES
 
 
 class Shape(Enum):
@@ -92,6 +92,14 @@ class Rule:
     body_limit: int | None  # bytes, or None: the route reads no body
     shape: Shape
     full: bool = True  # False: the path matched but not the method (the router answers 405)
+    limit_setting: str | None = None  # the setting that sets body_limit, named in a 413
+
+
+LIMIT_SETTINGS = {
+    Body.SINGLE: "LEARNSERVE_MAX_UPLOAD_BYTES",
+    Body.REQUEST: "LEARNSERVE_MAX_REQUEST_BYTES",
+    Body.V2_JSON: "LEARNSERVE_MAX_V2_REQUEST_BYTES",
+}
 
 
 def body_limit(body: Body, settings: Settings) -> int | None:
@@ -100,7 +108,7 @@ def body_limit(body: Body, settings: Settings) -> int | None:
         Body.NONE: None,
         Body.SINGLE: settings.max_single_bytes,
         Body.REQUEST: settings.max_request_bytes,
-        Body.V2_JSON: settings.max_request_bytes,
+        Body.V2_JSON: settings.max_v2_request_bytes,
     }[body]
 
 
@@ -131,7 +139,9 @@ class RoutePolicies:
             if found.key is Key.ADMIN and keys[Key.ADMIN] is None:
                 raise RuntimeError(f"route {path} needs the admin key, and none is configured")
             name = route.path_format or path
-            rule = Rule(name, keys[found.key], found.key, body_limit(found.body, settings), found.shape)
+            limit = body_limit(found.body, settings)
+            setting = LIMIT_SETTINGS.get(found.body)
+            rule = Rule(name, keys[found.key], found.key, limit, found.shape, limit_setting=setting)
             table.append((route, rule))
         return cls(table)
 
@@ -146,9 +156,7 @@ class RoutePolicies:
                 partial = rule
         if partial is None:
             return None
-        return Rule(
-            partial.name, partial.key, partial.key_kind, partial.body_limit, partial.shape, full=False
-        )
+        return replace(partial, full=False)
 
 
 def rule_of(scope: Scope) -> Rule | None:

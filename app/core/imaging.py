@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.core.errors import CorruptImage, EmptyFile, TooManyPixels, UnsupportedImage
+from app.core.metadata import drop_metadata  # also lowers Pillow's PNG text limits
 
 Image.init()  # register every plugin now, so `formats=` below can name WEBP and MPO
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # JPEG includes MPO (multi-picture, phone cameras)
@@ -54,7 +55,8 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Read and check the header only: format by content, size against `max_pixels`. No pixel is decoded yet."""
+    """Read and check the header only: format by content, size against `max_pixels`. No pixel is decoded yet.
+    Text, XMP and ICC profiles are dropped (app/core/metadata.py): the image may wait in a queue."""
     if not data:
         raise EmptyFile("The uploaded file is empty.")
     if kind := sniff_unsupported(data):
@@ -72,6 +74,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise TooManyPixels(
             f"The image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}."
         )
+    drop_metadata(image)
     return image
 
 

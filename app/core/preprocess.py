@@ -32,6 +32,29 @@ RESIZE_METHODS = ("squish", "crop", "pad")
 Box = tuple[int, int]
 
 
+def crop_pad_box(method: str, size: int, w: int, h: int) -> Box:
+    """The (width, height) Resize crops or pads a w x h image to before resizing it to `size` x `size`: the image
+    itself for squish, a centred square of its short side for crop, of its long side for pad."""
+    if method == "squish":
+        return w, h
+    wide = w / size > h / size
+    m = w / size if wide == (method == "pad") else h / size
+    return int(m * size), int(m * size)
+
+
+def resize_working_bytes(method: str, size: int, w: int, h: int) -> int:
+    """An upper bound of the memory `Preprocessor.item` holds beside its RGB input of w x h (PIL keeps RGB in 4
+    bytes a pixel, numpy in 3): for crop, the cropped square; for pad, the image as an array, the padded array and
+    the image made of it (3 + 4 bytes a pixel of the square). A 12000x2 image padded is 12000x12000: 1 GB.
+    fastai's own pipeline (used when the twin cannot reproduce it) pads the same way (torchvision's pad)."""
+    if method == "squish":
+        return 0
+    box_w, box_h = crop_pad_box(method, size, w, h)
+    if method == "crop":
+        return 4 * box_w * box_h
+    return 3 * w * h + 7 * box_w * box_h
+
+
 class Preprocessor:
     def __init__(self, spec: Preprocessing) -> None:
         if spec.resize_method not in RESIZE_METHODS:
@@ -64,21 +87,17 @@ class Preprocessor:
     def resize(self, image: Image.Image) -> Image.Image:
         """fastai.vision.augment.Resize.encodes with pcts (0.5, 0.5)."""
         w, h = image.size
-        target_w, target_h = self.size
-        if self.method == "squish":
-            size, top_left = (w, h), (0, 0)
-        else:
-            wide = w / target_w > h / target_h
-            m = w / target_w if wide == (self.method == "pad") else h / target_h
-            size = (int(m * target_w), int(m * target_h))
-            top_left = (int(0.5 * (w - size[0])), int(0.5 * (h - size[1])))
+        size = crop_pad_box(self.method, self.size[0], w, h)
+        top_left = (int(0.5 * (w - size[0])), int(0.5 * (h - size[1])))
         return self._crop_pad(image, size, top_left, (w, h))
 
     def _crop_pad(self, x: Image.Image, size: Box, tl: Box, orig: Box) -> Image.Image:
         """fastai's `_do_crop_pad` for PIL images, then the resize."""
         ends = (tl[0] + size[0], tl[1] + size[1])
         if any(t >= 0 for t in tl) or any(e <= o for e, o in zip(ends, orig, strict=True)):
-            x = x.crop((max(tl[0], 0), max(tl[1], 0), min(ends[0], orig[0]), min(ends[1], orig[1])))
+            box = (max(tl[0], 0), max(tl[1], 0), min(ends[0], orig[0]), min(ends[1], orig[1]))
+            if box != (0, 0, *orig):  # cropping to the whole image would only copy it
+                x = x.crop(box)
         if any(t < 0 for t in tl) or any(e >= o for e, o in zip(ends, orig, strict=True)):
             left, top = max(-tl[0], 0), max(-tl[1], 0)
             right, bottom = max(size[0] - orig[0] + tl[0], 0), max(size[1] - orig[1] + tl[1], 0)

@@ -25,8 +25,10 @@ from app.core.batcher import Batcher, ModelWorker
 from app.core.budget import MemoryBudget, request_scope
 from app.core.errors import CoreError, NotReady, OverBudget
 from app.core.imaging import load_rgb, open_image, working_bytes
+from app.core.metadata import header_bytes
 from app.core.observer import Observer
 from app.core.prediction import ItemError, Outcome, Prediction
+from app.core.preprocess import resize_working_bytes
 from app.core.verify import VerifiedFile
 from training.manifest import Manifest
 
@@ -70,6 +72,7 @@ class ModelUnit:
         self.budget = budget
         self.input_bytes = 3 * backend.input_size * backend.input_size  # a uint8 RGB input at model size
         self.file = file
+        self._resize = file.manifest.preprocessing
         self.backend = backend
         self.limits = limits
         self.observer = observer
@@ -131,21 +134,32 @@ class ModelUnit:
                 self._idle.set()
 
     async def _prepare(self, item: Item) -> tuple[Any, int]:
-        """Decode one item and run the item transforms, charged to the memory budget: its decoding working set
-        while decoding, then its model-sized input (the returned cost, still held) until the batch is done.
-        A small image is only opened here, and decoded on the model thread with its batch (`_run_batch`)."""
+        """Decode one item and run the item transforms, charged to the memory budget: what reading its header
+        inflates (PNG text, `header_bytes`) from before the header is read, its decoding working set (with the
+        learner's crop or pad) while decoding, then its model-sized input (the returned cost, still held) until
+        the batch is done. A small image is only opened here, and decoded on the model thread with its batch."""
         if isinstance(item, ItemError):
             return item, 0
+        text = header_bytes(item)  # from chunk lengths: 0 unless a PNG has compressed text or ICC chunks
         try:
-            image = open_image(item, self.limits.max_pixels)  # the header only: cheap, on the event loop
+            if text:
+                await self.budget.acquire(text, "this image's header")
+        except OverBudget as e:
+            return ItemError.of(e), 0
+        try:
+            image = await self._open(item, text)
         except CoreError as e:
             return ItemError.of(e), 0
         keep = self.input_bytes
-        charge = max(working_bytes(image), keep)
+        width, height = image.size
+        resize = resize_working_bytes(self._resize.resize_method, self._resize.size, width, height)
+        charge = max(working_bytes(image) + resize, keep)
         try:
             await self.budget.acquire(charge, "this image")
         except OverBudget as e:
+            self.budget.release(text)
             return ItemError.of(e), 0
+        charge += text  # the text chunks after the pixels are inflated while decoding
         if charge <= SMALL_BYTES and self.small_on_model_thread:
             return _Small(image), charge  # held until its batch is done
         try:
@@ -161,6 +175,19 @@ class ModelUnit:
             return outcome, 0
         self.budget.release(charge - keep)
         return outcome, keep
+
+    async def _open(self, item: bytes, text: int) -> Image.Image:
+        """The header, read on the event loop when that is cheap, in a thread when it inflates text (then the
+        charge `text` is held; released here if the header is refused)."""
+        if not text:
+            return open_image(item, self.limits.max_pixels)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, open_image, item, self.limits.max_pixels
+            )
+        except BaseException:
+            self.budget.release(text)
+            raise
 
     def _load(self, image: Image.Image) -> Any:
         try:

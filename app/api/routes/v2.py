@@ -8,10 +8,13 @@ it, with its index, in `{"error": "..."}` (the app's handlers answer every error
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.types import Scope
@@ -35,7 +38,9 @@ BINARY_UNSUPPORTED = (
 
 class V2Route(APIRoute):
     """Reads every body as JSON whatever its Content-Type says (tritonclient sends none, `curl -d` sends
-    form-urlencoded), and refuses Triton's binary tensor extension with a clear message."""
+    form-urlencoded), and refuses Triton's binary tensor extension with a clear message. A body is read up to
+    MAX_V2_REQUEST_BYTES, then parsed in a thread under its memory charge (`oip.parsed_bytes`), held until the
+    answer is made; FastAPI then validates what was parsed (Starlette's Request keeps it in `_json`)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
@@ -46,9 +51,47 @@ class V2Route(APIRoute):
                 return JSONResponse({"error": BINARY_UNSUPPORTED}, status_code=400)
             headers = [(k, v) for k, v in raw if k != b"content-type"]
             request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
-            return await handle(request)
+            if request.method != "POST":
+                return await handle(request)
+            settings = request.state.settings
+            body = await read_body(request, settings.max_v2_request_bytes)
+            budget = request.state.repository.budget
+            async with budget.hold(oip.parsed_bytes(body), "this request's parsed JSON"):
+                request._json = await parse(body)
+                return await handle(request)
 
         return handle_v2
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes `limit`, or at once when Content-Length says it will (Starlette's
+    Request keeps it in `_body`)."""
+    too_large = oip.RequestTooLarge(
+        f"The request body is larger than the limit of {limit:,} bytes for Open Inference requests "
+        "(LEARNSERVE_MAX_V2_REQUEST_BYTES)."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    request._body = b"".join(chunks)
+    return request._body
+
+
+async def parse(body: bytes) -> Any:
+    try:
+        return await run_in_threadpool(oip.parse_json, body)
+    except ValueError as e:  # not JSON, or not UTF-8: as FastAPI reports it
+        where = e.pos if isinstance(e, json.JSONDecodeError) else getattr(e, "start", 0)
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        error = {"type": "json_invalid", "loc": ("body", where), "msg": "JSON decode error", "input": {},
+                 "ctx": {"error": reason}}  # fmt: skip
+        raise RequestValidationError([error], body=body) from None
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
