@@ -288,3 +288,40 @@ def test_a_file_refused_for_its_permissions_is_retried_once_they_are_fixed(
     assert reload(client)["failed"] == {}  # unchanged: not tried again
     (repo / "colors.pkl").chmod(0o644)  # only the ctime changes
     assert reload(client)["replaced"] == ["colors"]
+
+
+def test_a_folder_others_can_write_serves_nothing_new_and_says_why(
+    client: TestClient, repo: Path, colors_v2: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 6: whoever can write the folder could drop NAME.pkl + a manifest with its hash; the next rescan
+    must not unpickle it. The reason shows in the log, the failure metric and /models; once the mode is fixed,
+    the rescan loads it."""
+    old = post(client, "/models/colors/predict", PNGS[0])["version"]
+    repo.chmod(0o777)
+    copy_model(colors_v2, repo)  # "the attacker's" file, with a manifest that matches it
+    copy_model(colors_v2, repo, name="dropped")
+    caplog.set_level("ERROR", logger="learnserve")
+    report = reload(client)
+    assert "model folder" in report["failed"]["colors"]
+    assert "group- or world-writable" in report["failed"]["dropped"]
+    assert post(client, "/models/colors/predict", PNGS[0])["version"] == old  # the running version serves on
+    listing = {m["name"]: m for m in client.get("/models").json()["models"]}
+    assert listing["dropped"]["ready"] is False
+    assert f"model folder {repo} is group- or world-writable" in listing["dropped"]["last_reload_error"]
+    assert any("model folder" in r.getMessage() and "colors" in r.getMessage() for r in caplog.records)
+    metrics = client.get("/metrics").text
+    assert 'learnserve_model_reload_failures_total{model="colors"} 1.0' in metrics
+    (repo / "dropped.pkl").unlink()
+    repo.chmod(0o755)  # only the folder's mode changes
+    assert reload(client)["replaced"] == ["colors"]
+
+
+def test_a_model_owned_by_another_user_is_refused_at_startup(repo: Path) -> None:
+    import os
+
+    from app.core.errors import ModelLoadError
+
+    for path in repo.iterdir():
+        os.chown(path, 12345, -1)
+    with pytest.raises(ModelLoadError, match="owned by uid 12345"), app_for(repo):
+        pass
