@@ -325,3 +325,35 @@ def test_a_model_owned_by_another_user_is_refused_at_startup(repo: Path) -> None
         os.chown(path, 12345, -1)
     with pytest.raises(ModelLoadError, match="owned by uid 12345"), app_for(repo):
         pass
+
+
+def test_no_answer_carries_a_path_of_the_training_machine(
+    repo: Path, tiny_model: Path, dataset: Path
+) -> None:
+    """Finding 7: the manifest records where training ran (hyperparameters data, out, reports); only their names
+    are published, in every answer that carries the manifest."""
+    recorded = json.loads(manifest_path(tiny_model).read_text())["hyperparameters"]
+    assert recorded["data"] == str(dataset)  # what the file holds: the trainer's own record
+    with app_for(repo, default_model="colors") as client:
+        for route in ("/metadata", "/models/colors", "/v2/models/colors", "/models"):
+            text = client.get(route).text
+            assert str(dataset.parent) not in text, route
+            assert str(tiny_model.parent) not in text, route
+        published = client.get("/models/colors").json()["model"]["hyperparameters"]
+        assert (published["data"], published["out"], published["reports"]) == (
+            "colors",
+            "colors.pkl",
+            "reports",
+        )
+        assert published["epochs"] == recorded["epochs"]  # other values as they are
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [("/home/me/data/digits", "digits"), ("data/digits/", "digits"), ("C:\\data\\digits", "digits"),
+     ("digits", "digits"), ("/", "/"), (0.01, 0.01), (None, None)],
+)  # fmt: skip
+def test_path_name(value: object, name: object) -> None:
+    from training.manifest import path_name
+
+    assert path_name(value) == name
