@@ -19,7 +19,7 @@ from app.config import Settings
 from app.core.files import classify_files
 from app.core.prediction import ItemError
 from app.core.repository import open_model
-from app.scoring.output import Row, columns, row_of
+from app.scoring.output import Row, columns, csv_row, row_of
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -75,7 +75,7 @@ def write(rows: list[Row], fmt: str, top_k: int, out: TextIO) -> None:
     elif fmt == "csv":
         writer = csv.DictWriter(out, columns(top_k), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_row(r) for r in rows)
     else:
         out.write(table(rows))
 
