@@ -29,10 +29,9 @@ def row_of(path: str, outcome: Outcome, classes: Sequence[str], top_k: int) -> R
     if isinstance(outcome, ItemError):
         return {"path": path, "error": outcome.code, "detail": outcome.detail}
     row: Row = {"path": path}
-    for i, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
-        suffix = "" if i == 1 else f"_{i}"
-        row[f"label{suffix}"] = label
-        row[f"probability{suffix}"] = probability
+    for rank, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
+        row[f"label{suffix(rank)}"] = label
+        row[f"probability{suffix(rank)}"] = probability
     return row
 
 
@@ -58,6 +57,21 @@ def from_csv_cell(text: str) -> str:
 
 def csv_row(row: Row) -> Row:
     return {k: csv_cell(v) for k, v in row.items()}
+
+
+def ranked(row: Row) -> list[tuple[Any, float]]:
+    """A prediction row's (label, probability) pairs, best first: label/probability, then label_2, ..."""
+    pairs = []
+    rank = 1
+    while f"label{suffix(rank)}" in row:
+        pairs.append((row[f"label{suffix(rank)}"], row[f"probability{suffix(rank)}"]))
+        rank += 1
+    return pairs
+
+
+def suffix(rank: int) -> str:
+    """The column suffix of the rank-th class: '' for the first, '_2', '_3', ... after it."""
+    return "" if rank == 1 else f"_{rank}"
 
 
 def journal_path(out: Path) -> Path:
