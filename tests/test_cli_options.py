@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -104,3 +105,21 @@ def test_one_integer_check_for_both_command_lines(
     with pytest.raises(argparse.ArgumentTypeError, match=f"^{re.escape(message)}$"):
         parse(text)
     assert parse("1000") == 1000
+
+
+def test_a_file_over_the_upload_limit_gets_its_row(
+    folder: Path,
+    photo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The limit of one upload holds for files on disk too (app/core/files.py: bounded_item), naming the file."""
+    limit = len(photo.read_bytes()) - 1
+    monkeypatch.setenv("LEARNSERVE_MAX_UPLOAD_BYTES", str(limit))
+    out = tmp_path / "out.csv"
+    assert main(["score", str(photo.parent), "--model-dir", str(folder), "--out", str(out)]) == 0
+    with out.open(newline="") as f:
+        [row] = list(csv.DictReader(f))
+    assert row["error"] == "file_too_large"
+    assert row["detail"] == f"{photo} is larger than the limit of {limit:,} bytes."

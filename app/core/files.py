@@ -14,16 +14,21 @@ from app.core.prediction import ItemError, Outcome
 from app.core.unit import Item, ModelUnit
 
 
+def bounded_item(data: bytes, max_bytes: int, name: str) -> Item:
+    """`data`, or the file_too_large error of the file `name` when it holds more than `max_bytes`."""
+    if len(data) <= max_bytes:
+        return data
+    return ItemError.of(FileTooLarge(f"{name} is larger than the limit of {max_bytes:,} bytes."))
+
+
 def read_item(path: Path, max_bytes: int) -> Item:
     """A file's bytes, or why it cannot be classified; never raises."""
     try:
         with path.open("rb") as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(max_bytes + 1)  # one byte past the limit tells a larger file
     except OSError as e:
         return ItemError.of(Unreadable(f"{path} cannot be read: {e.strerror or e}."))
-    if len(data) > max_bytes:
-        return ItemError.of(FileTooLarge(f"{path} is larger than the limit of {max_bytes:,} bytes."))
-    return data
+    return bounded_item(data, max_bytes, str(path))
 
 
 def chunks(paths: Iterable[Path], size: int) -> Iterable[list[Path]]:

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
-from app.core.errors import CoreError, FileTooLarge, Unreadable
+from app.core.errors import CoreError, Unreadable
+from app.core.files import bounded_item
 from app.core.prediction import ItemError
 from app.core.repository import open_model
 from app.core.unit import Item
@@ -51,10 +52,8 @@ class RayScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         limit = self.settings.max_upload_bytes
         items: list[Item] = [
-            ItemError.of(FileTooLarge(f"the file is {len(b):,} bytes; the limit is {limit:,} bytes"))
-            if len(b) > limit else bytes(b)
-            for b in batch["bytes"]
-        ]  # fmt: skip
+            bounded_item(bytes(b), limit, str(p)) for b, p in zip(batch["bytes"], batch["path"], strict=True)
+        ]
         outcomes = self.runner.run(self.unit.classify(items))
         rows = [
             row_of(str(p), o, self.unit.classes, self.top_k)
