@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +12,37 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.core.errors import ModelLoadError
+from training.cli import bounded
 
-
-def bounded(least: int, most: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
-        if not least <= n <= most:
-            raise argparse.ArgumentTypeError(f"must be between {least} and {most}, got {n}")
-        return n
-
-    return parse
-
-
-top_k = bounded(1, 1000)  # as the server's ?top_k=
+top_k = bounded(1, 1000)  # as the server's ?top_k= and LEARNSERVE_TOP_K
 positive = bounded(1, 1_000_000)
+
+
+def add_model_options(p: argparse.ArgumentParser, runtime: bool = True) -> None:
+    """Which model(s) and how to run them, the same flags and settings for every command; `runtime` adds the
+    device and batch size, which the server takes from its settings only."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--model", type=Path, default=None, help="one model .pkl or .onnx (default: LEARNSERVE_MODEL_PATH)"
+    )
+    which.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="a folder of models (LEARNSERVE_MODEL_DIR); the default one (LEARNSERVE_DEFAULT_MODEL, or the only "
+        "one) answers, where one model does",
+    )
+    p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
+    if runtime:
+        p.add_argument(
+            "--device", choices=["auto", "cpu", "cuda"], default=None, help="default: LEARNSERVE_DEVICE"
+        )
+        p.add_argument(
+            "--batch-size",
+            type=positive,
+            default=None,
+            help="images per forward pass (default: LEARNSERVE_MAX_BATCH_SIZE)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,14 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the models over HTTP (Swagger UI at /docs)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1; 0.0.0.0 in containers)")
     p.add_argument("--port", type=int, default=8000, help="port (8000)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "--model", type=Path, default=None, help="one model .pkl (default: LEARNSERVE_MODEL_PATH)"
-    )
-    group.add_argument(
-        "--model-dir", type=Path, default=None, help="serve every model in this folder (LEARNSERVE_MODEL_DIR)"
-    )
-    p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
+    add_model_options(p, runtime=False)
 
     p = sub.add_parser(
         "predict",
@@ -61,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is reported in its row); 2 for a usage problem.",
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
-    p.add_argument(
-        "--model", type=Path, default=None, help="model .pkl or .onnx (default: LEARNSERVE_MODEL_PATH)"
-    )
+    add_model_options(p)
     p.add_argument(
         "--format", choices=["table", "csv", "json"], default="table", help="output format (table)"
     )
@@ -75,16 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="try every file, reporting each failure in its row (exit 1 if any)",
     )
-    p.add_argument(
-        "--batch-size",
-        type=positive,
-        default=None,
-        help="images per forward pass (default: LEARNSERVE_MAX_BATCH_SIZE)",
-    )
-    p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default=None, help="default: LEARNSERVE_DEVICE"
-    )
-    p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
 
     p = sub.add_parser(
         "score",
@@ -97,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "source",
         help="a folder (recursive), a CSV with a 'path' column, a text file of paths, or a URI Ray can read (s3://bucket/prefix)",
     )
-    p.add_argument(
-        "--model", type=Path, default=None, help="model .pkl or .onnx (default: LEARNSERVE_MODEL_PATH)"
-    )
+    add_model_options(p)
     p.add_argument("--out", type=Path, required=True, help="predictions.csv or predictions.parquet")
     p.add_argument("--top-k", type=top_k, default=None, help="classes per row, 1-1000 (LEARNSERVE_TOP_K)")
     p.add_argument("--resume", action="store_true", help="skip inputs already in --out (or its .partial.csv)")
@@ -109,16 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="local (default): this process; ray: Ray Data",
     )
-    p.add_argument(
-        "--batch-size",
-        type=positive,
-        default=None,
-        help="images per forward pass (LEARNSERVE_MAX_BATCH_SIZE)",
-    )
-    p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default=None, help="default: LEARNSERVE_DEVICE"
-    )
-    p.add_argument("--backend", choices=["fastai", "onnx"], default=None, help="default: LEARNSERVE_BACKEND")
     p.add_argument(
         "--ray-address",
         default=None,
@@ -161,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         from app.cli.predict import run_predict
 
         return run_predict(
-            settings, args.paths, args.format, args.top_k, args.keep_going, args.model is not None
+            settings,
+            args.paths,
+            args.format,
+            args.top_k,
+            args.keep_going,
+            args.model is not None or args.model_dir is not None,
         )
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         60.0, gt=0, description="a request's body must arrive completely within this time, or it gets 408"
     )
-    top_k: int = Field(5, ge=1, description="default number of classes in each answer's `top` list")
+    top_k: int = Field(
+        5, ge=1, le=1000, description="default number of classes in each answer's `top` list (1-1000)"
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads (default: torch's choice)"
     )

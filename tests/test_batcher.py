@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,17 @@ def thread() -> Iterator[ModelWorker]:
     worker = ModelWorker()
     yield worker
     worker.shutdown()
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    """Poll `condition` on the event loop until it holds (a deadline only for a test that would hang)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"still not {what} after {seconds} s"
+        await asyncio.sleep(0.001)
+
+
+NEVER_MS = 600_000  # a max_wait no test outlives: a batch that sits it out fails by its test's deadline
 
 
 def images_of(backend: FastaiBackend):  # type: ignore[no-untyped-def]
@@ -68,17 +78,18 @@ def test_concurrent_submissions_get_their_sequential_answers(
 
 
 def test_full_queue_answers_overloaded_and_recovers(thread: ModelWorker) -> None:
-    release = threading.Event()
+    running, release = threading.Event(), threading.Event()
 
     def slow(images: Sequence[Image.Image]) -> list[Prediction]:
-        release.wait(5)
+        running.set()
+        release.wait(30)
         return [Prediction("x", 1.0, (1.0,)) for _ in images]
 
     async def main() -> None:
         batcher = Batcher(slow, max_batch_size=2, max_wait_ms=0, max_queue=4, worker=thread)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit([sample()] * 4))
-        await asyncio.sleep(0.05)
+        await until(running.is_set, "running the first batch")  # 2 in the model, 2 queued: full
         with pytest.raises(Overloaded) as info:
             await batcher.submit([sample()])
         assert info.value.code == "overloaded"
@@ -114,19 +125,17 @@ def test_a_failing_model_fails_only_its_batch(thread: ModelWorker) -> None:
 
 
 def test_lone_request_does_not_wait_for_company(predictor: FastaiBackend, thread: ModelWorker) -> None:
-    async def main() -> float:
+    async def main() -> None:
         batcher = Batcher(
-            images_of(predictor), max_batch_size=64, max_wait_ms=800, max_queue=10, worker=thread
+            images_of(predictor), max_batch_size=64, max_wait_ms=NEVER_MS, max_queue=10, worker=thread
         )
         batcher.start()
-        await batcher.submit([sample()])  # warm
-        started = time.perf_counter()
-        await batcher.submit([sample()])
-        elapsed = time.perf_counter() - started
+        # nobody else is being decoded, so it does not sit out max_wait
+        [answer] = await asyncio.wait_for(batcher.submit([sample("red")]), 30)
+        assert answer.label == "red"
         await batcher.stop()
-        return elapsed
 
-    assert asyncio.run(main()) < 0.5  # nobody else is being decoded, so it does not sit out the 800 ms
+    asyncio.run(main())
 
 
 def test_batch_waits_for_requests_still_being_decoded(predictor: FastaiBackend, thread: ModelWorker) -> None:
@@ -134,21 +143,26 @@ def test_batch_waits_for_requests_still_being_decoded(predictor: FastaiBackend, 
 
     async def main() -> None:
         batcher = Batcher(
-            images_of(predictor), max_batch_size=8, max_wait_ms=2000, max_queue=10, worker=thread,
+            images_of(predictor), max_batch_size=8, max_wait_ms=NEVER_MS, max_queue=10, worker=thread,
             on_batch=lambda n, _: sizes.append(n),
         )  # fmt: skip
         batcher.start()
+        announced, decoded = asyncio.Event(), asyncio.Event()
 
         async def late() -> list[Prediction]:
-            with batcher.expecting(1) as announced:
-                await asyncio.sleep(0.2)  # "decoding"
-                return await batcher.submit([sample("blue")], announced)
+            with batcher.expecting(1) as expected:
+                announced.set()
+                await decoded.wait()  # "decoding"
+                return await batcher.submit([sample("blue")], expected)
 
         late_task = asyncio.ensure_future(late())
-        await asyncio.sleep(0.05)
-        first = await batcher.submit([sample("red")])
-        assert first[0].label == "red"
-        assert (await late_task)[0].label == "blue"
+        await announced.wait()
+        first = asyncio.ensure_future(batcher.submit([sample("red")]))
+        await until(lambda: batcher.depth == 1, "queued")
+        assert not sizes  # the first request waits for the one being decoded
+        decoded.set()
+        assert (await asyncio.wait_for(first, 30))[0].label == "red"
+        assert (await asyncio.wait_for(late_task, 30))[0].label == "blue"
         await batcher.stop()
 
     asyncio.run(main())
@@ -183,23 +197,26 @@ def test_a_model_that_answers_short_fails_its_batch_and_the_thread_lives_on(thre
 def test_a_batch_stops_waiting_for_an_input_that_will_not_come(
     predictor: FastaiBackend, thread: ModelWorker
 ) -> None:
-    async def main() -> float:
+    async def main() -> None:
         batcher = Batcher(
-            images_of(predictor), max_batch_size=8, max_wait_ms=3000, max_queue=10, worker=thread
+            images_of(predictor), max_batch_size=8, max_wait_ms=NEVER_MS, max_queue=10, worker=thread
         )
         batcher.start()
+        announced, decoded = asyncio.Event(), asyncio.Event()
 
         async def refused() -> None:
             with batcher.expecting(1):
-                await asyncio.sleep(0.1)  # "decoding", then the image is refused: nothing is submitted
+                announced.set()
+                await decoded.wait()  # "decoding", then the image is refused: nothing is submitted
 
         task = asyncio.ensure_future(refused())
-        await asyncio.sleep(0.02)
-        started = time.perf_counter()
-        await batcher.submit([sample("red")])
-        elapsed = time.perf_counter() - started
+        await announced.wait()
+        first = asyncio.ensure_future(batcher.submit([sample("red")]))
+        await until(lambda: batcher.depth == 1, "queued")
+        decoded.set()
+        # the batch runs once the announced input is given up, not after max_wait
+        assert (await asyncio.wait_for(first, 30))[0].label == "red"
         await task
         await batcher.stop()
-        return elapsed
 
-    assert asyncio.run(main()) < 1.5  # not the whole 3 s max_wait
+    asyncio.run(main())

@@ -288,3 +288,72 @@ def test_a_file_refused_for_its_permissions_is_retried_once_they_are_fixed(
     assert reload(client)["failed"] == {}  # unchanged: not tried again
     (repo / "colors.pkl").chmod(0o644)  # only the ctime changes
     assert reload(client)["replaced"] == ["colors"]
+
+
+def test_a_folder_others_can_write_serves_nothing_new_and_says_why(
+    client: TestClient, repo: Path, colors_v2: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 6: whoever can write the folder could drop NAME.pkl + a manifest with its hash; the next rescan
+    must not unpickle it. The reason shows in the log, the failure metric and /models; once the mode is fixed,
+    the rescan loads it."""
+    old = post(client, "/models/colors/predict", PNGS[0])["version"]
+    repo.chmod(0o777)
+    copy_model(colors_v2, repo)  # "the attacker's" file, with a manifest that matches it
+    copy_model(colors_v2, repo, name="dropped")
+    caplog.set_level("ERROR", logger="learnserve")
+    report = reload(client)
+    assert "model folder" in report["failed"]["colors"]
+    assert "group- or world-writable" in report["failed"]["dropped"]
+    assert post(client, "/models/colors/predict", PNGS[0])["version"] == old  # the running version serves on
+    listing = {m["name"]: m for m in client.get("/models").json()["models"]}
+    assert listing["dropped"]["ready"] is False
+    assert f"model folder {repo} is group- or world-writable" in listing["dropped"]["last_reload_error"]
+    assert any("model folder" in r.getMessage() and "colors" in r.getMessage() for r in caplog.records)
+    metrics = client.get("/metrics").text
+    assert 'learnserve_model_reload_failures_total{model="colors"} 1.0' in metrics
+    (repo / "dropped.pkl").unlink()
+    repo.chmod(0o755)  # only the folder's mode changes
+    assert reload(client)["replaced"] == ["colors"]
+
+
+def test_a_model_owned_by_another_user_is_refused_at_startup(repo: Path) -> None:
+    import os
+
+    from app.core.errors import ModelLoadError
+
+    for path in repo.iterdir():
+        os.chown(path, 12345, -1)
+    with pytest.raises(ModelLoadError, match="owned by uid 12345"), app_for(repo):
+        pass
+
+
+def test_no_answer_carries_a_path_of_the_training_machine(
+    repo: Path, tiny_model: Path, dataset: Path
+) -> None:
+    """Finding 7: the manifest records where training ran (hyperparameters data, out, reports); only their names
+    are published, in every answer that carries the manifest."""
+    recorded = json.loads(manifest_path(tiny_model).read_text())["hyperparameters"]
+    assert recorded["data"] == str(dataset)  # what the file holds: the trainer's own record
+    with app_for(repo, default_model="colors") as client:
+        for route in ("/metadata", "/models/colors", "/v2/models/colors", "/models"):
+            text = client.get(route).text
+            assert str(dataset.parent) not in text, route
+            assert str(tiny_model.parent) not in text, route
+        published = client.get("/models/colors").json()["model"]["hyperparameters"]
+        assert (published["data"], published["out"], published["reports"]) == (
+            "colors",
+            "colors.pkl",
+            "reports",
+        )
+        assert published["epochs"] == recorded["epochs"]  # other values as they are
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [("/home/me/data/digits", "digits"), ("data/digits/", "digits"), ("C:\\data\\digits", "digits"),
+     ("digits", "digits"), ("/", "/"), (0.01, 0.01), (None, None)],
+)  # fmt: skip
+def test_path_name(value: object, name: object) -> None:
+    from training.manifest import path_name
+
+    assert path_name(value) == name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 ARCHS = ("cnn", "resnet18", "resnet34", "resnet50")
@@ -34,22 +35,26 @@ EPILOG = """examples:
 """
 
 
-def whole(text: str, least: int) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
-    if n < least:
-        raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
-    return n
+def bounded(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from `least` (up to `most`). The one integer check of both command lines
+    (`python -m training` and `python -m app`)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
+        if most is not None and not least <= n <= most:
+            raise argparse.ArgumentTypeError(f"must be between {least} and {most}, got {n}")
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
+        return n
+
+    return parse
 
 
-def positive(text: str) -> int:
-    return whole(text, 1)
-
-
-def count(text: str) -> int:
-    return whole(text, 0)
+positive = bounded(1)
+count = bounded(0)
 
 
 def fraction(text: str) -> float:
@@ -62,8 +67,7 @@ def fraction(text: str) -> float:
     return x
 
 
-def iterations(text: str) -> int:
-    return whole(text, MIN_NUM_IT)
+iterations = bounded(MIN_NUM_IT)
 
 
 def learning_rate(text: str) -> str:

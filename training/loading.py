@@ -1,4 +1,4 @@
-"""Opening an export for `interpret` and `summary`: its manifest first, then its sha256, then the pickle.
+"""Opening an export for `interpret`, `summary` and `export-onnx`: its manifest first, then its sha256, then the pickle.
 
 fastai warns on every `load_learner` that unpickling runs whatever code the file holds. That is true of a file from
 anywhere; here, once the file's sha256 matches the one train recorded in the manifest at export, it is the file we
@@ -7,13 +7,15 @@ wrote, and the warning is noise. So it is hidden only after that check (and only
 
 from __future__ import annotations
 
+import hashlib
+import io
 import warnings
 from pathlib import Path
 
 from fastai.learner import Learner, load_learner
 
 from training.errors import TrainingError
-from training.manifest import Manifest, manifest_path, read_manifest, sha256_file
+from training.manifest import Manifest, manifest_path, read_manifest
 
 INSECURE_PICKLE_WARNING = "load_learner` uses Python's insecure pickle module"
 
@@ -32,14 +34,16 @@ def read_model_manifest(model: Path) -> Manifest:
 
 
 def load_verified(model: Path) -> tuple[Learner, Manifest]:
-    """The learner and its manifest, after checking that the .pkl is the one the manifest describes."""
+    """The learner and its manifest, after checking that the .pkl is the one the manifest describes. The file is
+    read once: the bytes that were hashed are the bytes unpickled, even if the file is replaced in between."""
     manifest = read_model_manifest(model)
-    if sha256_file(model) != manifest.sha256:
+    data = model.read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest.sha256:
         raise TrainingError(
             f"{model} has changed since export: its sha256 differs from {manifest_path(model).name}'s; "
             "retrain it or restore the file"
         )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=INSECURE_PICKLE_WARNING, category=UserWarning)
-        learn = load_learner(model)
+        learn = load_learner(io.BytesIO(data))
     return learn, manifest

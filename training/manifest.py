@@ -9,7 +9,7 @@ import hashlib
 import platform
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -113,10 +113,26 @@ class Manifest(BaseModel):
         None, description="the epoch (1..epochs_run) whose weights were exported; None when untrained"
     )
 
+    def public(self) -> dict[str, Any]:
+        """The manifest as the service publishes it (/metadata, /models/{name}): every path it records (the data
+        folder, hyperparameters such as `data`, `out` and `reports`) reduced to its last part, since where the
+        training ran is nobody's business."""
+        data = self.model_dump(mode="json")
+        data["dataset"]["source"] = path_name(data["dataset"]["source"])
+        data["hyperparameters"] = {k: path_name(v) for k, v in data["hyperparameters"].items()}
+        return data
+
     @property
     def python_minor(self) -> str:
         """'3.11' from the recorded Python version: fastai 2.8 pickles only load on the same minor."""
         return ".".join(self.versions.get("python", "").split(".")[:2])
+
+
+def path_name(value: Any) -> Any:
+    """'/home/me/data/digits' -> 'digits' (any string with a path separator); anything else as it is."""
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return PureWindowsPath(value).name or value  # splits on / and on a backslash
+    return value
 
 
 RESAMPLES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}  # PIL's numbers
@@ -173,9 +189,6 @@ def write_manifest(model_path: Path, manifest: Manifest) -> Path:
     return path
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
     with path.open("rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()

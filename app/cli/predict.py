@@ -19,7 +19,7 @@ from app.config import Settings
 from app.core.files import classify_files
 from app.core.prediction import ItemError
 from app.core.repository import open_model
-from app.scoring.output import Row, columns, row_of
+from app.scoring.output import Row, columns, csv_row, ranked, row_of
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -58,8 +58,7 @@ def as_json(row: Row) -> dict[str, Any]:
     """The API's shapes: a prediction with `top`, or `error: {code, detail}`."""
     if "error" in row:
         return {"path": row["path"], "error": {"code": row["error"], "detail": row["detail"]}}
-    ranks = [""] + [f"_{i}" for i in range(2, 1000) if f"label_{i}" in row]
-    top = [{"label": row[f"label{r}"], "probability": round(row[f"probability{r}"], 6)} for r in ranks]
+    top = [{"label": label, "probability": round(p, 6)} for label, p in ranked(row)]
     return {
         "path": row["path"],
         "label": row["label"],
@@ -75,7 +74,7 @@ def write(rows: list[Row], fmt: str, top_k: int, out: TextIO) -> None:
     elif fmt == "csv":
         writer = csv.DictWriter(out, columns(top_k), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_row(r) for r in rows)
     else:
         out.write(table(rows))
 
@@ -87,8 +86,7 @@ def table(rows: list[Row]) -> str:
         if "error" in r:
             cells.append((r["path"], "-", "-", f"error: {r['error']} ({r['detail']})"))
         else:
-            others = ", ".join(f"{r[f'label_{i}']} {r[f'probability_{i}']:.3f}" for i in range(2, 1000)
-                               if f"label_{i}" in r)  # fmt: skip
+            others = ", ".join(f"{label} {p:.3f}" for label, p in ranked(r)[1:])
             cells.append((r["path"], str(r["label"]), f"{r['probability']:.4f}", others))
     header = ("path", "label", "prob", "top")
     widths = [max(len(row[i]) for row in [header, *cells]) for i in range(3)]
@@ -118,7 +116,7 @@ def run_predict(
         return 2
     k = top_k or settings.top_k
     rows = asyncio.run(predict_rows(settings, files, k, keep_going))
-    width = max((int(c.split("_")[1]) for r in rows for c in r if c.startswith("label_")), default=1)
+    width = max((len(ranked(r)) for r in rows), default=1)
     write(rows, fmt, width, sys.stdout)
     failed = sum("error" in r for r in rows)
     if failed and not keep_going:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.core.errors import CoreError
+from app.core.errors import CoreError, ModelRequired
 from app.core.files import classify_files
 from app.core.repository import open_model
 from app.scoring.output import Journal, Row, done_rows, journal_path, row_of, write_table
@@ -49,24 +49,38 @@ class Summary:
 
 
 def local_rows(settings: Settings, paths: list[str], top_k: int) -> Iterator[list[Row]]:
-    """Chunks of rows from the unit, in order (an event loop of its own; the model thread works beside it)."""
-    loop = asyncio.new_event_loop()
-    try:
+    """Chunks of rows from the unit, in order (an event loop of its own, driven chunk by chunk so the journal is
+    written as rows come; the model thread works beside it)."""
+    with asyncio.Runner() as runner:
         context = open_model(settings)
-        unit = loop.run_until_complete(context.__aenter__())
+        unit = runner.run(context.__aenter__())
         try:
             chunks = classify_files(unit, [Path(p) for p in paths], settings.max_upload_bytes)
-            while True:
-                try:
-                    done, outcomes = loop.run_until_complete(anext(chunks))
-                except StopAsyncIteration:
-                    break
+            while (chunk := runner.run(anext(chunks, None))) is not None:
+                done, outcomes = chunk
                 yield [row_of(str(p), o, unit.classes, top_k) for p, o in zip(done, outcomes, strict=True)]
-            loop.run_until_complete(chunks.aclose())
         finally:
-            loop.run_until_complete(context.__aexit__(None, None, None))
-    finally:
-        loop.close()
+            runner.run(chunks.aclose())
+            runner.run(context.__aexit__(None, None, None))
+
+
+def served_manifest(settings: Settings) -> Path:
+    """The model file `open_model` serves: LEARNSERVE_MODEL_PATH, or in LEARNSERVE_MODEL_DIR the default model
+    (LEARNSERVE_DEFAULT_MODEL, else the only one there)."""
+    folder, only = settings.model_source()
+    if only is not None:
+        return only
+    if settings.default_model:
+        return folder / f"{settings.default_model}.pkl"
+    names = sorted(
+        {p.stem for p in [*folder.glob("*.pkl"), *folder.glob("*.onnx")] if not p.name.startswith(".")}
+    )
+    if len(names) != 1:
+        raise ModelRequired(
+            f"{len(names)} models are in {folder} ({', '.join(names) or 'none'}): set LEARNSERVE_DEFAULT_MODEL "
+            "or pass --model"
+        )
+    return folder / f"{names[0]}.pkl"
 
 
 def run_score(settings: Settings, job: ScoreJob) -> int:
@@ -84,9 +98,13 @@ def run_score(settings: Settings, job: ScoreJob) -> int:
         print(f"error: {e.detail}", file=sys.stderr)
         return 2
     try:
-        classes = len(read_manifest(settings.model_path).classes)
+        model = served_manifest(settings)
+        classes = len(read_manifest(model).classes)
+    except ModelRequired as e:
+        print(f"error: {e.detail}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as e:
-        print(f"error: cannot read the manifest of {settings.model_path}: {e}", file=sys.stderr)
+        print(f"error: cannot read the manifest of {model}: {e}", file=sys.stderr)
         return 2
     job.top_k = min(job.top_k, classes)  # no empty label_K columns past the model's classes
     if not job.resume:

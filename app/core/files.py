@@ -14,16 +14,23 @@ from app.core.prediction import ItemError, Outcome
 from app.core.unit import Item, ModelUnit
 
 
+def bounded_item(data: bytes, max_bytes: int, name: str, complete: bool = True) -> Item:
+    """`data`, or the file_too_large error of the file `name` when it holds more than `max_bytes` (`complete`:
+    `data` is the whole file, so its size is told; else only the first `max_bytes + 1` bytes were read)."""
+    if len(data) <= max_bytes:
+        return data
+    size = len(data) if complete else None
+    return ItemError.of(FileTooLarge.over(max_bytes, size, subject=name))
+
+
 def read_item(path: Path, max_bytes: int) -> Item:
     """A file's bytes, or why it cannot be classified; never raises."""
     try:
         with path.open("rb") as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(max_bytes + 1)  # one byte past the limit tells a larger file
     except OSError as e:
         return ItemError.of(Unreadable(f"{path} cannot be read: {e.strerror or e}."))
-    if len(data) > max_bytes:
-        return ItemError.of(FileTooLarge.over(max_bytes, subject=str(path)))
-    return data
+    return bounded_item(data, max_bytes, str(path), complete=False)
 
 
 def chunks(paths: Iterable[Path], size: int) -> Iterable[list[Path]]:

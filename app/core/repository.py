@@ -4,8 +4,8 @@ loads new files, swaps changed ones in and unloads removed ones, without droppin
 A rescan (`reload`, on SIGHUP, POST /admin/reload or the optional watch) verifies and loads a changed file beside
 the running version (the pickle on a loader thread, the warm-up on the model thread), then swaps one reference;
 requests already inside the old unit finish there, and the old unit is drained and stopped. A file that fails
-(altered, writable by others, corrupt, another Python, a manifest naming another model) is reported and the
-running version keeps serving. Only files inside the folder are loaded, never anything from a request.
+(altered, writable by others or owned by another user, corrupt, another Python, a manifest naming another model)
+is reported and the running version keeps serving. Only files inside the folder are loaded, never anything from a request.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from training.manifest import manifest_path
 
 logger = logging.getLogger("learnserve")
 
-# (size, mtime_ns, ctime_ns, inode) of the .pkl and the .json: ctime changes with chmod/chown too, so a file
-# refused for its permissions is tried again once they are fixed.
-Signature = tuple[tuple[int, int, int, int], ...]
+# (size, mtime_ns, ctime_ns, inode) of the .pkl and the .json, and (mode, owner) of their folder: ctime changes
+# with chmod/chown too, so a file refused for its own or its folder's permissions is tried again once they are
+# fixed (the folder's ctime is left out: it changes with every file added, which would rehash every model).
+Signature = tuple[tuple[int, ...], ...]
 
 
 @dataclass
@@ -48,9 +49,11 @@ class ReloadReport:
 def signature(pkl: Path) -> Signature | None:
     try:
         stats = [p.stat() for p in (pkl, manifest_path(pkl))]
+        folder = pkl.parent.stat()
     except OSError:
         return None
-    return tuple((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in stats)
+    files = tuple((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in stats)
+    return (*files, (folder.st_mode, folder.st_uid))
 
 
 class ModelRepository:

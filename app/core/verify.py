@@ -1,5 +1,6 @@
 """The checks that run before any byte of a pickle is executed: a fastai `.pkl` is code, so it must be the file
-that was exported (sha256 against its manifest and an optional pin), not writable by others, and from this Python.
+that was exported (sha256 against its manifest and an optional pin), in a folder, manifest and file no one else can
+change (app/core/permissions.py), and from this Python.
 
 Imports neither torch nor fastai: the repository verifies a new file before anything is loaded.
 """
@@ -8,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import platform
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from app.core.errors import ModelLoadError
+from app.core.permissions import check_model_paths
 from training.manifest import Manifest, manifest_path, read_manifest, sha256_file
 
 
@@ -36,9 +37,7 @@ def verify_model_file(path: Path, pinned_sha256: str | None = None) -> VerifiedF
     writable by others, altered since export, or (a pickle) from another Python."""
     if path.suffix == ".onnx":
         return verify_onnx_file(path, pinned_sha256)
-    _check_file(
-        path, "loading a pickle runs its code", "train one with `make model` or set LEARNSERVE_MODEL_PATH"
-    )
+    _check_file(path, "train one with `make model` or set LEARNSERVE_MODEL_PATH")
     manifest = read_manifest_checked(path)
     actual = _check_sha256(path, manifest.sha256, pinned_sha256, "refusing to unpickle it")
     running = ".".join(platform.python_version_tuple()[:2])
@@ -52,11 +51,7 @@ def verify_model_file(path: Path, pinned_sha256: str | None = None) -> VerifiedF
 
 def verify_onnx_file(path: Path, pinned_sha256: str | None = None) -> VerifiedFile:
     """An ONNX export: the checks of a pickle but the Python version (a graph is not bytecode)."""
-    _check_file(
-        path,
-        "it is what answers clients",
-        f"export one with `python -m training export-onnx {path.with_suffix('.pkl')}`",
-    )
+    _check_file(path, f"export one with `python -m training export-onnx {path.with_suffix('.pkl')}`")
     manifest = read_manifest_checked(path)
     if manifest.onnx is None or manifest.onnx.file != path.name:
         raise ModelLoadError(
@@ -105,17 +100,12 @@ def verified_bytes(file: VerifiedFile) -> bytes:
     return data
 
 
-def _check_file(path: Path, why: str, how: str) -> None:
+def _check_file(path: Path, how: str) -> None:
     if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist: {how}")
     if not path.is_file():
         raise ModelLoadError(f"model file {path} is not a regular file")
-    mode = path.stat().st_mode
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ModelLoadError(
-            f"model file {path} is group- or world-writable (mode {stat.filemode(mode)}); {why}, "
-            f"so fix it with `chmod go-w {path}`"
-        )
+    check_model_paths(path, manifest_path(path))
 
 
 def _check_sha256(path: Path, expected: str, pinned: str | None, refusal: str) -> str:

@@ -1,7 +1,8 @@
 """Rows of the output table, written as CSV or Parquet, with `--resume`.
 
 Columns: path, label, probability, label_2, probability_2, ... label_K, probability_K (the top-k beyond the
-first), error (the API's stable codes) and detail; a failed file has only path, error and detail. While a job
+first), error (the API's stable codes) and detail; a failed file has only path, error and detail. CSV cells that
+a spreadsheet would run as a formula are escaped (csv_cell); Parquet holds the values as they are. While a job
 runs, finished rows are appended to OUT.partial.csv (flushed each chunk), so an interrupted job loses at most a
 chunk; at the end the output is written in input order and the journal removed. `--resume` reads both.
 """
@@ -28,11 +29,49 @@ def row_of(path: str, outcome: Outcome, classes: Sequence[str], top_k: int) -> R
     if isinstance(outcome, ItemError):
         return {"path": path, "error": outcome.code, "detail": outcome.detail}
     row: Row = {"path": path}
-    for i, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
-        suffix = "" if i == 1 else f"_{i}"
-        row[f"label{suffix}"] = label
-        row[f"probability{suffix}"] = probability
+    for rank, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
+        row[f"label{suffix(rank)}"] = label
+        row[f"probability{suffix(rank)}"] = probability
     return row
+
+
+# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"): a file named
+# `=2+5+cmd|' -C calc'!A0.png` would run when the CSV is opened. Such cells get a leading ', which a spreadsheet
+# shows as text; a cell that is ' before such a start gets one more, so that reading the CSV back is exact.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula_like(text: str) -> bool:
+    return text.lstrip("'").startswith(FORMULA_STARTS)
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell made safe to open in a spreadsheet; anything but text as it is."""
+    return f"'{value}" if isinstance(value, str) and _formula_like(value) else value
+
+
+def from_csv_cell(text: str) -> str:
+    """The inverse of csv_cell."""
+    return text[1:] if text.startswith("'") and _formula_like(text[1:]) else text
+
+
+def csv_row(row: Row) -> Row:
+    return {k: csv_cell(v) for k, v in row.items()}
+
+
+def ranked(row: Row) -> list[tuple[Any, float]]:
+    """A prediction row's (label, probability) pairs, best first: label/probability, then label_2, ..."""
+    pairs = []
+    rank = 1
+    while f"label{suffix(rank)}" in row:
+        pairs.append((row[f"label{suffix(rank)}"], row[f"probability{suffix(rank)}"]))
+        rank += 1
+    return pairs
+
+
+def suffix(rank: int) -> str:
+    """The column suffix of the rank-th class: '' for the first, '_2', '_3', ... after it."""
+    return "" if rank == 1 else f"_{rank}"
 
 
 def journal_path(out: Path) -> Path:
@@ -51,7 +90,7 @@ def read_rows(path: Path) -> list[Row]:
 
 
 def _typed(column: str, value: str) -> Any:
-    return float(value) if column.startswith("probability") else value
+    return float(value) if column.startswith("probability") else from_csv_cell(value)
 
 
 def done_rows(out: Path) -> dict[str, Row]:
@@ -73,7 +112,7 @@ class Journal:
             self._writer.writeheader()
 
     def add(self, rows: Iterable[Row]) -> None:
-        self._writer.writerows(rows)
+        self._writer.writerows(csv_row(r) for r in rows)
         self._file.flush()
 
     def close(self) -> None:
@@ -95,6 +134,6 @@ def write_table(out: Path, rows: list[Row], top_k: int) -> None:
         with staged.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, names, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(csv_row(r) for r in rows)
     os.replace(staged, out)
     journal_path(out).unlink(missing_ok=True)

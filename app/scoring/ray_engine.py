@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
-from app.core.errors import CoreError, FileTooLarge, Unreadable
+from app.core.errors import CoreError, Unreadable
+from app.core.files import bounded_item
 from app.core.prediction import ItemError
 from app.core.repository import open_model
 from app.core.unit import Item
@@ -41,28 +42,24 @@ class RayScorer:
     def __init__(self, settings: dict[str, Any], top_k: int) -> None:
         self.settings = Settings(**settings)
         self.top_k = top_k
-        self.loop = asyncio.new_event_loop()
+        # One event loop for the actor's life, resumed by each batch (the unit's batcher lives on it). The model
+        # stays loaded until the actor's process ends: its threads are daemons, and nothing is left to flush.
+        # The context is kept: collecting it would close the model.
+        self.runner = asyncio.Runner()
         self.context = open_model(self.settings)
-        self.unit = self.loop.run_until_complete(self.context.__aenter__())
+        self.unit = self.runner.run(self.context.__aenter__())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         limit = self.settings.max_upload_bytes
         items: list[Item] = [
-            ItemError.of(FileTooLarge.over(limit, len(b)))
-            if len(b) > limit else bytes(b)
-            for b in batch["bytes"]
-        ]  # fmt: skip
-        outcomes = self.loop.run_until_complete(self.unit.classify(items))
+            bounded_item(bytes(b), limit, str(p)) for b, p in zip(batch["bytes"], batch["path"], strict=True)
+        ]
+        outcomes = self.runner.run(self.unit.classify(items))
         rows = [
             row_of(str(p), o, self.unit.classes, self.top_k)
             for p, o in zip(batch["path"], outcomes, strict=True)
         ]
         return {c: np.array([r.get(c) for r in rows], dtype=object) for c in columns(self.top_k)}
-
-    def __del__(self) -> None:
-        if getattr(self, "loop", None) and not self.loop.is_closed():
-            self.loop.run_until_complete(self.context.__aexit__(None, None, None))
-            self.loop.close()
 
 
 def unreadable(paths: list[str]) -> list[Row]:

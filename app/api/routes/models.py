@@ -3,9 +3,6 @@ model's manifest and how the server runs it)."""
 
 from __future__ import annotations
 
-from pathlib import PurePath
-from typing import Any
-
 from fastapi import APIRouter
 
 from app.api.deps import RepositoryDep, SettingsDep
@@ -31,19 +28,10 @@ LIBRARIES = (
 )
 
 
-def public_manifest(unit: ModelUnit) -> dict[str, Any]:
-    """The manifest as published: the training data's location is reduced to its folder's name."""
-    manifest = unit.manifest.model_dump(mode="json")
-    source = manifest.get("dataset", {}).get("source")
-    if isinstance(source, str):
-        manifest["dataset"]["source"] = PurePath(source).name or source
-    return manifest
-
-
 def metadata_of(unit: ModelUnit, settings: Settings) -> MetadataResponse:
     facts = unit.backend.describe()
     return MetadataResponse(
-        model=public_manifest(unit),
+        model=unit.manifest.public(),  # every recorded path reduced to its name
         runtime=RuntimeInfo(
             model=unit.name,
             version=unit.version,

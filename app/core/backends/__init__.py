@@ -1,7 +1,8 @@
 """Backends run one model: `prepare` turns a decoded image into the model's input (the learner's item transforms,
 e.g. the resize), `predict` runs a batch of prepared inputs. Two implementations: fastai (the `.pkl`) and
-ONNX Runtime. The unit calls `prepare` while decoding, off the model thread, so only model-sized inputs wait in the
-queue; it calls `predict`, `warm_up` and `close` on the one model thread only.
+ONNX Runtime. The unit calls `prepare` as it decodes: a large image in a worker thread, so only model-sized inputs
+wait in the queue; a small one (app/core/unit.py, SMALL_BYTES) on the model thread with its batch, or on the event
+loop when scoring files. It calls `predict` and `warm_up` on the one model thread only.
 """
 
 from __future__ import annotations
@@ -55,5 +56,5 @@ SUFFIX: dict[BackendKind, str] = {"fastai": ".pkl", "onnx": ".onnx"}
 
 
 def predict_images(backend: Backend, images: Sequence[Image.Image]) -> list[Prediction]:
-    """prepare + predict in one call, for the command lines, tests and the benchmark."""
+    """prepare + predict in one call, for the tests and the benchmark (the command lines go through the unit)."""
     return backend.predict([backend.prepare(image) for image in images])
