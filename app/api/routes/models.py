@@ -33,7 +33,7 @@ LIBRARIES = (
 def public_manifest(unit: ModelUnit) -> dict[str, Any]:
     """The manifest as published: the training data's location is reduced to its folder's name."""
     manifest = unit.manifest.model_dump(mode="json")
-    source = manifest.get("dataset", {}).get("source")
+    source = (manifest.get("dataset") or {}).get("source")  # imported without --data: no dataset
     if isinstance(source, str):
         manifest["dataset"]["source"] = PurePath(source).name or source
     return manifest
