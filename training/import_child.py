@@ -75,6 +75,11 @@ def convert(request: dict[str, Any]) -> dict[str, Any]:
     module, used = pickle_module(code)
     try:
         learn = torch.load(request["source"], map_location="cpu", pickle_module=module, weights_only=False)
+    except ModuleNotFoundError as e:
+        return failed(
+            f"it refers to the module {e.name!r}, which is not installed here: install what provides it (the "
+            "version the notebook had) and import again"
+        )
     except Exception as e:
         return failed(f"it does not load: {type(e).__name__}: {first_line(e)}")
     missing = sorted(set().union(*(u.missing for u in used)))

@@ -19,10 +19,10 @@ from pathlib import Path
 from training.errors import TrainingError
 
 # Modules whose presence names a kind of learner that this import does not serve (yet), and what to call it.
-OTHER_KINDS = {
+OTHER_KINDS = {  # collab before tabular: a collaborative filtering learner is built on tabular's classes too
+    "fastai.collab": "a collaborative filtering learner",
     "fastai.text": "a text learner",
     "fastai.tabular": "a tabular learner",
-    "fastai.collab": "a collaborative filtering learner",
     "fastai.medical": "a medical imaging learner",
 }
 OLD_FASTAI = ("fastcore.transform", "fastcore.dispatch")  # moved to fasttransform / plum in fastai 2.8
