@@ -113,3 +113,11 @@ def test_a_missing_export_and_a_bad_name(tmp_path: Path) -> None:
     code, _, stderr = run_cli("import", str(FIXTURES / "fastai28" / "pets_regex.pkl"), "--name", "../up")
     assert code == 2
     assert "--name '../up'" in stderr
+
+
+def test_an_export_from_another_python_is_refused_without_a_crash(tmp_path: Path) -> None:
+    """fastai 2.8 under Python 3.12 embeds 3.12 bytecode; unpickled by 3.11 it kills the interpreter (SIGSEGV).
+    The child takes the crash; the command says which Python to use."""
+    line = refused(FIXTURES / "fastai28-py312" / "pets_regex.pkl", tmp_path / "out")
+    assert "crashed the interpreter" in line
+    assert "fastai 2.8 exports hold code compiled by the Python that wrote them, and this is Python 3.11" in line
