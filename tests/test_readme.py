@@ -49,3 +49,13 @@ def test_the_chance_warning_says_what_its_bar_is() -> None:
 
 def test_the_manifest_split_fields_are_explained() -> None:
     assert "`stratify` is `true` exactly when `dataset.split` is `stratified`" in flat(README)
+
+
+def test_bring_your_own_model_is_in_the_tour() -> None:
+    tour = README.split("## A short tour")[1].split("\n## ")[0]
+    section = flat(tour.split("### 1b. Or bring your own model")[1].split("### 2.")[0])
+    assert "python -m training import export.pkl --name pets" in section
+    assert "--code FILE.py" in section
+    assert "A pickle is code, and so is `--code`." in section
+    assert '"not validated"' in section
+    assert "Not supported." in section
