@@ -24,8 +24,12 @@ EXPORTS = {
     "is_cat28": ("fastai28", "is_cat", ("--onnx",)),
     "pets28": ("fastai28", "pets_regex", ("--onnx",)),
     "grayish28": ("fastai28", "grayish", ()),
+    # written by Python 3.12: the embedded code is replaced (fastai's own functions, --code for the notebook's)
+    "is_cat312": ("fastai28-py312", "is_cat", ()),
+    "pets312": ("fastai28-py312", "pets_regex", ("--onnx",)),
+    "grayish312": ("fastai28-py312", "grayish", ("--code", str(CODE))),
 }
-ONNX_SERVED = "is_cat28=onnx,pets28=onnx"
+ONNX_SERVED = "is_cat28=onnx,pets28=onnx,pets312=onnx"
 
 
 def recorded(name: str) -> dict[str, dict[str, object]]:
@@ -130,6 +134,17 @@ def test_a_missing_label_function_only_warns(imported: tuple[Path, dict[str, str
     assert manifest.imported is not None
     assert manifest.imported.missing_names == ["is_cat"]
     assert warnings["pets27"] == ""
+    assert "__main__.is_cat " in warnings["is_cat312"]
+
+
+def test_an_export_from_another_python_has_its_embedded_code_replaced(
+    imported: tuple[Path, dict[str, str]],
+) -> None:
+    folder, _ = imported
+    info = read_manifest(folder / "pets312.pkl").imported
+    assert info is not None
+    assert info.written_by["python"] == "another version than this one (its embedded code replaced)"
+    assert "python" not in (read_manifest(folder / "pets28.pkl").imported or info).written_by
 
 
 def test_validation_data_gives_the_figure(tmp_path: Path) -> None:

@@ -72,7 +72,8 @@ def convert(request: dict[str, Any]) -> dict[str, Any]:
     from training.import_facts import NotServable, facts_of
 
     code = load_code(request.get("code"))
-    module, used = pickle_module(code)
+    foreign = bool(request.get("foreign"))
+    module, used = pickle_module(code, foreign=foreign)
     try:
         learn = torch.load(request["source"], map_location="cpu", pickle_module=module, weights_only=False)
     except ModuleNotFoundError as e:
@@ -84,6 +85,14 @@ def convert(request: dict[str, Any]) -> dict[str, Any]:
         return failed(f"it does not load: {type(e).__name__}: {first_line(e)}")
     missing = sorted(set().union(*(u.missing for u in used)))
     provided = sorted(set().union(*(u.provided for u in used)))
+    classes = sorted(set().union(*(getattr(u, "notebook_classes", set()) for u in used)))
+    if classes:
+        names = ", ".join(f"__main__.{n}" for n in classes)
+        return failed(
+            f"it embeds {names}, defined in the notebook and compiled by another Python, which cannot run here: "
+            "put the definitions (with their imports) in a file and pass it with --code FILE.py"
+        )
+    replaced = sorted(set().union(*(getattr(u, "replaced", set()) for u in used)))
     if not isinstance(learn, Learner):
         return failed(f"it holds a {type(learn).__name__}, not a fastai Learner")
     learn.dls.cpu()
@@ -105,7 +114,7 @@ def convert(request: dict[str, Any]) -> dict[str, Any]:
     learn.export(Path(request["out"]).resolve())
     norm = facts.normalize.model_dump() if facts.normalize else None
     return {"ok": True, "facts": {**vars(facts), "normalize": norm, "augment": augment}, "missing": missing,
-            "provided": provided, "answers": answers}  # fmt: skip
+            "provided": provided, "answers": answers, "replaced": replaced}  # fmt: skip
 
 
 def check(request: dict[str, Any]) -> dict[str, Any]:

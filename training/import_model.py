@@ -46,6 +46,10 @@ MAX_PROBE_DIFF = 1e-5  # probabilities of the original (converted in memory) and
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+class ForeignBytecode(TrainingError):
+    """Loading the export crashed the child or its code objects did not fit: another Python's bytecode."""
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     source: Path
@@ -71,8 +75,12 @@ def import_export(opts: ImportOptions) -> Imported:
     with tempfile.TemporaryDirectory(dir=opts.out, prefix=".import-") as tmp:
         work = Path(tmp)
         staged = work / f"{opts.name}.pkl"  # torch names the zip's folder after the file: the model's name
-        converted = run_child("convert", {"source": str(opts.source.resolve()), "out": str(staged),
-                                          "code": str(opts.code.resolve()) if opts.code else None}, work, opts)  # fmt: skip
+        request = {"source": str(opts.source.resolve()), "out": str(staged),
+                   "code": str(opts.code.resolve()) if opts.code else None}  # fmt: skip
+        try:
+            converted = run_child("convert", request, work, opts)
+        except ForeignBytecode:  # a fastai 2.8 export from another Python: its embedded code is replaced
+            converted = run_child("convert", request | {"foreign": True}, work, opts)
         rows, counts = data_rows(opts.data, work) if opts.data else (None, {})
         checked = run_child("check", {"model": str(staged), "data": str(rows) if rows else None}, work, opts)
         diff = max_diff(converted["answers"], checked["answers"])
@@ -125,9 +133,8 @@ def run_child(mode: str, request: dict[str, Any], work: Path, opts: ImportOption
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
     what = opts.source if mode == "convert" else f"the re-export of {opts.source}"
     if proc.returncode < 0:
-        raise TrainingError(
-            f"loading {what} crashed the interpreter (signal {-proc.returncode}); {python_hint()}"
-        )
+        crashed = ForeignBytecode if mode == "convert" and not request.get("foreign") else TrainingError
+        raise crashed(f"loading {what} crashed the interpreter (signal {-proc.returncode}); {python_hint()}")
     try:
         answer: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -136,6 +143,8 @@ def run_child(mode: str, request: dict[str, Any], work: Path, opts: ImportOption
     if not answer["ok"]:
         error = str(answer["error"])
         if "code expected" in error or "code() argument" in error:
+            if mode == "convert" and not request.get("foreign"):
+                raise ForeignBytecode(error)
             error += f"; {python_hint()}"
         raise TrainingError(f"{what} cannot be imported: {error}")
     return answer
@@ -214,7 +223,12 @@ def build_manifest(
         imported=ImportInfo(
             file=opts.source.name,
             sha256=sha256_file(opts.source),
-            written_by={"fastai": found.written_by},
+            written_by={"fastai": found.written_by}
+            | (
+                {"python": "another version than this one (its embedded code replaced)"}
+                if converted["replaced"]
+                else {}
+            ),
             converted=found.old_fastai,
             missing_names=converted["missing"],
             code=code,
