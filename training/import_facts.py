@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from training.manifest import PAD_MODES, RESAMPLES, Manifest, Normalization
+from training.manifest import RESAMPLES, Manifest, Normalization
 
 SINGLE_LABEL = "single-label classifier"
 
@@ -142,6 +142,3 @@ def _stats(norm: Normalization | None) -> Any:
     if norm is None:
         return None
     return {"mean": [round(v, 6) for v in norm.mean], "std": [round(v, 6) for v in norm.std]}
-
-
-__all__ = ["PAD_MODES", "SINGLE_LABEL", "LearnerFacts", "NotServable", "disagreements", "facts_of"]
