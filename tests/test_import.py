@@ -164,3 +164,12 @@ def test_validation_data_gives_the_figure(tmp_path: Path) -> None:
     assert m.metrics.accuracy == pytest.approx(5 / 6)
     assert m.dataset.valid_size == 6
     assert "accuracy 0.8333 on 6 images" in stdout
+
+
+def test_summary_describes_an_imported_model(imported: tuple[Path, dict[str, str]]) -> None:
+    folder, _ = imported
+    code, stdout, stderr = run_cli("summary", str(folder / "pets27.pkl"))
+    assert code == 0, stderr
+    first, second = stdout.splitlines()[:2]
+    assert first.startswith("pets27: Sequential, 4 classes, 16 px, imported ")
+    assert second == "not validated (import it again with --data to measure its accuracy)"
