@@ -87,7 +87,9 @@ def test_a_server_without_torch_or_fastai_answers_like_the_fastai_backend(
             assert r.status_code == 200, r.text
             assert r.json()["label"] == want.label
             assert r.json()["probability"] == pytest.approx(want.probability, abs=1e-4)
-            assert r.headers["x-model-version"] == sha256_file(exported.with_suffix(".onnx"))[:12]
+            assert (
+                r.headers["x-model-version"] == sha256_file(exported)[:12]
+            )  # one version: the .pkl's export id
         runtime = httpx.get(f"{server.base}/metadata").json()["runtime"]
         assert (runtime["backend"], runtime["device"]) == ("onnx", "cpu")
         assert httpx.get(f"{server.base}/v2/models/colors").json()["platform"] == "onnx"

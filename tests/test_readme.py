@@ -64,3 +64,13 @@ def test_a_model_dir_example_says_which_model_predict_uses() -> None:
 def test_the_app_is_served_as_a_factory() -> None:
     assert "app.main:app" not in README
     assert "uvicorn --factory app.main:create_app" in README
+
+
+def test_bring_your_own_model_is_in_the_tour() -> None:
+    tour = README.split("## A short tour")[1].split("\n## ")[0]
+    section = flat(tour.split("### 1b. Or bring your own model")[1].split("### 2.")[0])
+    assert "python -m training import export.pkl --name pets" in section
+    assert "--code FILE.py" in section
+    assert "A pickle is code, and so is `--code`." in section
+    assert '"not validated"' in section
+    assert "Not supported." in section

@@ -1,4 +1,5 @@
-"""`python -m training COMMAND` (also `learnserve-train`): data, show, train, lr-find, interpret, clean, summary.
+"""`python -m training COMMAND` (also `learnserve-train`): data, show, train, lr-find, interpret, clean, import,
+summary.
 
 The options live in training/cli.py and are checked there before anything slow is imported; each command's work
 is imported only when it runs.
@@ -83,10 +84,31 @@ def run(args: argparse.Namespace) -> None:
         manifest = export_onnx(args.model, args.out)
         assert manifest.onnx is not None
         print(onnx_line(args.out or args.model.with_suffix(".onnx"), manifest.onnx.max_abs_diff))
+    elif args.command == "import":
+        from training.import_model import ImportOptions, import_export
+
+        imported = import_export(ImportOptions(**options(args)))
+        for warning in imported.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(import_summary(imported))
     elif args.command == "summary":
         from training.summary import summarize
 
         print(summarize(args.model))
+
+
+def import_summary(imported: Any) -> str:
+    m = imported.manifest
+    figure = (f"accuracy {m.metrics.accuracy:.4f} on {m.dataset.valid_size} images" if m.metrics and m.dataset
+              else "not validated (add --data to measure its accuracy)")  # fmt: skip
+    lines = [
+        f"imported {m.imported.file} ({m.imported.written_by['fastai']}) as {m.name}: {m.kind}, "
+        f"{len(m.classes)} classes, {m.input_size} px, {m.arch}; {figure}",
+        f"model:    {imported.model} (version {m.version})\nmanifest: {imported.model.with_suffix('.json')}",
+    ]
+    if m.onnx is not None:
+        lines.append(onnx_line(imported.model.with_suffix(".onnx"), m.onnx.max_abs_diff))
+    return "\n".join(lines)
 
 
 def onnx_line(path: Path, diff: float) -> str:

@@ -32,6 +32,7 @@ EPILOG = """examples:
   python -m training clean data/digits --decisions reports/digits/top_losses.csv
   python -m training summary models/digits.pkl
   python -m training export-onnx models/digits.pkl                   # models/digits.onnx
+  python -m training import export.pkl --name pets --data data/pets  # models/pets.pkl, from a notebook
 """
 
 
@@ -264,6 +265,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", type=Path, help="an exported MODEL.pkl (with its .json manifest beside it)")
     p.add_argument("--out", type=Path, default=None, help="where to write the graph (default: MODEL.onnx)")
+
+    p = sub.add_parser(
+        "import",
+        help="bring in a learner exported elsewhere (learn.export(), fastai 2.0-2.8): OUT/NAME.pkl and NAME.json",
+        description="Checks that EXPORT is a fastai vision single-label classifier, loads it in a child process "
+        "(fastai <= 2.7 exports are mapped onto this fastai), re-exports it with this fastai, checks that the "
+        "re-export answers as the original did, and writes OUT/NAME.pkl with its manifest, ready to serve. A pickle "
+        "is code, and so is --code: import only what you trust. Refusals exit with status 2 and write nothing.",
+    )
+    p.add_argument("source", type=Path, metavar="EXPORT", help="the .pkl that learn.export() wrote")
+    p.add_argument("--name", required=True, help="the model's name: OUT/NAME.pkl, /models/NAME/predict")
+    p.add_argument("--out", type=Path, default=Path("models"), help="folder to write into (models/)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="labelled images to measure its accuracy on (a class-folder dataset or a CSV, as for train); "
+        "without it the manifest says 'not validated'",
+    )
+    p.add_argument("--onnx", action="store_true", help="also export NAME.onnx for ONNX Runtime")
+    p.add_argument(
+        "--code",
+        type=Path,
+        default=None,
+        metavar="FILE.py",
+        help="a file defining what the notebook defined and the pickle names (e.g. a custom transform); it runs",
+    )
 
     p = sub.add_parser("summary", help="print the model's manifest summary and layer table")
     p.add_argument("model", type=Path)

@@ -23,6 +23,7 @@ from training.manifest import (
     DatasetInfo,
     Manifest,
     Metrics,
+    ModelInfo,
     Normalization,
     Preprocessing,
     library_versions,
@@ -71,6 +72,8 @@ def build_manifest(
     best: BestEpoch,
 ) -> Manifest:
     table = prepared.table
+    sha256 = sha256_file(opts.out)
+    model = prepared.learn.model
     hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     hyper.update(  # the values used, where the options left them to a default or to the data
         lr=lr,
@@ -106,7 +109,11 @@ def build_manifest(
         ),
         hyperparameters=hyper,
         versions=library_versions(VERSIONED),
-        sha256=sha256_file(opts.out),
+        sha256=sha256,
+        export_id=sha256[:12],
+        model=ModelInfo(
+            class_name=type(model).__name__, parameters=sum(p.numel() for p in model.parameters())
+        ),
         created_at=datetime.now(UTC),
         train_seconds=round(seconds[0], 2),
         lr_find_seconds=None if seconds[1] is None else round(seconds[1], 2),

@@ -32,6 +32,8 @@ def validation_frame(model: Path, data: str) -> pd.DataFrame:
 
 
 def rebuild_validation(manifest: Manifest, table: ImageTable, model: Path, data: str) -> pd.DataFrame:
+    if manifest.dataset is None or manifest.source == "imported":  # no split of ours: all of DATA is scored
+        return table.frame.reset_index(drop=True)
     kind, hyper = manifest.dataset.split, manifest.hyperparameters
     if (kind in RANDOM_KINDS) != (table.split_by is None) or (table.split_by and kind != table.split_by):
         now = DESCRIBED.get(table.split_by or "", "no split of its own")
@@ -45,6 +47,8 @@ def rebuild_validation(manifest: Manifest, table: ImageTable, model: Path, data:
 
 def warn_if_changed(manifest: Manifest, table: ImageTable, data: str) -> None:
     """The manifest counts images per class at training time; other counts now mean other data."""
+    if manifest.dataset is None or manifest.source == "imported":
+        return
     before, now = manifest.dataset.counts, table.counts()
     if before == now:
         return

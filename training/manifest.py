@@ -10,7 +10,7 @@ import platform
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PureWindowsPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -87,22 +87,69 @@ class DatasetInfo(BaseModel):
     )
 
 
+class ModelInfo(BaseModel):
+    """What the learner's model is, checked against the pickle at every load."""
+
+    class_name: str = Field(description="the class of learn.model (e.g. Sequential)")
+    parameters: int = Field(description="the number of values in its weights")
+
+
+class CodeFile(BaseModel):
+    file: str = Field(description="the --code file's name as given to import")
+    sha256: str
+    provided: list[str] = Field(description="the notebook names it defined for the pickle")
+
+
+class ImportInfo(BaseModel):
+    """`python -m training import`: where the served .pkl came from and what was done to it."""
+
+    file: str = Field(description="the export's file name as given to import")
+    sha256: str = Field(description="the sha256 of that export, before conversion")
+    written_by: dict[str, str] = Field(
+        description="what wrote it, as far as the pickle shows (fastai: '<2.8' or '>=2.8.1'; python)"
+    )
+    converted: bool = Field(
+        description="true: re-exported by this fastai (the original was from fastai < 2.8)"
+    )
+    missing_names: list[str] = Field(
+        description="notebook names the pickle refers to that were not provided: only training needs them"
+    )
+    code: CodeFile | None = Field(None, description="the --code file, embedded in the served pickle")
+    max_abs_diff: float = Field(
+        description="largest |probability difference| between the original and the served learner on probe "
+        "images, each loaded in its own process"
+    )
+
+
 class Manifest(BaseModel):
     manifest_version: int = MANIFEST_VERSION
     name: str
+    source: Literal["trained", "imported"] = Field(
+        "trained", description="trained by `python -m training train`, or brought in by `import`"
+    )
+    kind: str = Field("single-label classifier", description="what the learner predicts")
     classes: list[str] = Field(description="labels in the model's output order (the learner's vocab)")
     arch: str
     input_size: int
     preprocessing: Preprocessing
-    metrics: Metrics
-    dataset: DatasetInfo
-    hyperparameters: dict[str, Any]
+    metrics: Metrics | None = Field(
+        description="measured on validation images; null: not validated (an import without --data)"
+    )
+    dataset: DatasetInfo | None = Field(None, description="the data it was trained or validated on")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str]
     sha256: str
+    export_id: str | None = Field(
+        None,
+        description="the model's version under every backend: the first 12 hex characters of the .pkl's sha256 "
+        "(older manifests: taken from sha256)",
+    )
+    model: ModelInfo | None = Field(None, description="the model's class and size (older manifests: none)")
+    imported: ImportInfo | None = Field(None, description="for source imported: what was brought in, and how")
     onnx: OnnxExport | None = Field(None, description="the ONNX export of this model, when one was made")
     created_at: datetime
-    train_seconds: float = Field(
-        description="the fit and the final validation (older manifests: the whole run)"
+    train_seconds: float | None = Field(
+        None, description="the fit and the final validation (older manifests: the whole run); imports: null"
     )
     world_size: int = Field(
         1, description="processes that trained the model together (data-parallel); 1: one"
@@ -118,9 +165,19 @@ class Manifest(BaseModel):
         folder, hyperparameters such as `data`, `out` and `reports`) reduced to its last part, since where the
         training ran is nobody's business."""
         data = self.model_dump(mode="json")
-        data["dataset"]["source"] = path_name(data["dataset"]["source"])
+        if data["dataset"] is not None:  # imported without --data: no dataset
+            data["dataset"]["source"] = path_name(data["dataset"]["source"])
         data["hyperparameters"] = {k: path_name(v) for k, v in data["hyperparameters"].items()}
         return data
+
+    @property
+    def version(self) -> str:
+        """One identity whatever serves it (the .pkl through fastai or its .onnx graph): the export id."""
+        return self.export_id or self.sha256[:12]
+
+    @property
+    def validated(self) -> bool:
+        return self.metrics is not None
 
     @property
     def python_minor(self) -> str:

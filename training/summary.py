@@ -16,11 +16,24 @@ from training.manifest import Manifest
 def describe(m: Manifest) -> str:
     d, x = m.dataset, m.metrics
     kept = f"kept epoch {m.best_epoch} of {m.epochs_run}" if m.best_epoch else "untrained"
-    return "\n".join([
-        f"{m.name}: {m.arch}, {len(m.classes)} classes, {m.input_size} px, trained {m.created_at:%Y-%m-%d %H:%M} UTC",
-        f"data: {d.train_size} training and {d.valid_size} validation images ({d.split} split) from {d.source}",
-        f"{kept}: accuracy {x.accuracy:.4f}, error_rate {x.error_rate:.4f}, valid_loss {x.valid_loss:.4f}",
-    ])  # fmt: skip
+    made = "imported" if m.source == "imported" else "trained"
+    lines = [
+        f"{m.name}: {m.arch}, {len(m.classes)} classes, {m.input_size} px, {made} {m.created_at:%Y-%m-%d %H:%M} UTC"
+    ]
+    if d is not None and m.source == "imported":
+        lines.append(f"validated on {d.valid_size} images from {d.source}")
+    elif d is not None:
+        lines.append(
+            f"data: {d.train_size} training and {d.valid_size} validation images ({d.split} split) from {d.source}"
+        )
+    if x is None:
+        lines.append("not validated (import it again with --data to measure its accuracy)")
+    else:
+        which = "accuracy" if m.source == "imported" else f"{kept}: accuracy"
+        lines.append(
+            f"{which} {x.accuracy:.4f}, error_rate {x.error_rate:.4f}, valid_loss {x.valid_loss:.4f}"
+        )
+    return "\n".join(lines)  # fmt: skip
 
 
 def summarize(model: Path) -> str:

@@ -63,6 +63,7 @@ class Outcome:
         if m.lr_find_seconds is not None:
             seconds += f", {m.lr_find_seconds:.1f}s of lr finder before it"
         x = m.metrics
+        assert x is not None  # train always validates
         return f"{kept}: accuracy {x.accuracy:.4f}, error_rate {x.error_rate:.4f}, valid_loss {x.valid_loss:.4f}; {seconds}"
 
 

@@ -61,7 +61,9 @@ class HealthResponse(BaseModel):
 
 class RuntimeInfo(BaseModel):
     model: str = Field(description="the model's name (its file's stem)")
-    version: str = Field(description="the first 12 hex characters of the model file's sha256")
+    version: str = Field(
+        description="the model's export id: the first 12 hex characters of its .pkl's sha256, whichever backend"
+    )
     backend: str = Field(description="fastai or onnx")
     device: str
     threads: int | None = Field(description="intra-op threads of the forward pass")
@@ -78,11 +80,18 @@ class RuntimeInfo(BaseModel):
 class ModelSummary(BaseModel):
     name: str
     version: str | None = Field(
-        description="first 12 hex characters of the .pkl's sha256; null if not loaded"
+        description="the export id: first 12 hex characters of the .pkl's sha256, whichever backend serves it; "
+        "null if not loaded"
     )
     arch: str | None
     classes: int | None = Field(description="number of classes")
-    accuracy: float | None = Field(description="validation accuracy recorded at training")
+    accuracy: float | None = Field(
+        description="validation accuracy recorded at training (or measured by import --data); null if none"
+    )
+    source: str | None = Field(None, description="trained (python -m training train) or imported (import)")
+    validated: bool | None = Field(
+        None, description="false: no validation figure (imported without --data): answers are not vouched for"
+    )
     ready: bool
     last_reload_error: str | None = Field(
         description="why the latest file for this name could not be loaded (the running version, if any, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,9 @@ class VerifiedFile:
 
     @property
     def version(self) -> str:
-        """A model's version: the first 12 hex characters of its file's sha256."""
-        return self.sha256[:12]
+        """A model's version, the same under both backends: its export id, the first 12 hex characters of the
+        .pkl's sha256 as its manifest records it (an .onnx graph is that .pkl's model, so it has that version)."""
+        return self.manifest.version
 
 
 def verify_model_file(path: Path, pinned_sha256: str | None = None) -> VerifiedFile:
@@ -39,7 +41,7 @@ def verify_model_file(path: Path, pinned_sha256: str | None = None) -> VerifiedF
         return verify_onnx_file(path, pinned_sha256)
     _check_file(path, "train one with `make model` or set LEARNSERVE_MODEL_PATH")
     manifest = read_manifest_checked(path)
-    actual = _check_sha256(path, manifest.sha256, pinned_sha256, "refusing to unpickle it")
+    actual = _check_sha256(path, manifest, manifest.sha256, pinned_sha256, "refusing to unpickle it")
     running = ".".join(platform.python_version_tuple()[:2])
     if manifest.python_minor != running:
         raise ModelLoadError(
@@ -59,7 +61,7 @@ def verify_onnx_file(path: Path, pinned_sha256: str | None = None) -> VerifiedFi
             f"`python -m training export-onnx {path.with_suffix('.pkl')}`"
         )
     identity = file_identity(path)
-    actual = _check_sha256(path, manifest.onnx.sha256, pinned_sha256, "refusing to load it")
+    actual = _check_sha256(path, manifest, manifest.onnx.sha256, pinned_sha256, "refusing to load it")
     if file_identity(path) != identity:
         raise ModelLoadError(
             f"{path} changed while it was being verified (being replaced?): rescan once it is complete"
@@ -108,8 +110,16 @@ def _check_file(path: Path, how: str) -> None:
     check_model_paths(path, manifest_path(path))
 
 
-def _check_sha256(path: Path, expected: str, pinned: str | None, refusal: str) -> str:
+def _check_sha256(path: Path, manifest: Manifest, expected: str, pinned: str | None, refusal: str) -> str:
     actual = sha256_file(path)
+    exported_as = archive_name(path)
+    if actual != expected and exported_as not in (None, manifest.name):
+        raise ModelLoadError(
+            f"manifest {manifest_path(path).name} belongs to another file: it describes the model "
+            f"{manifest.name!r} (sha256 {expected[:16]}…), and {path.name} was exported as {exported_as!r} "
+            f"(sha256 {actual[:16]}…); {refusal}. Put back its own manifest, or bring the file in with "
+            f"`python -m training import {path} --name {path.stem}`"
+        )
     if actual != expected:
         raise ModelLoadError(
             f"sha256 of {path} is {actual[:16]}…, the manifest says {expected[:16]}…: "
@@ -122,12 +132,27 @@ def _check_sha256(path: Path, expected: str, pinned: str | None, refusal: str) -
     return actual
 
 
+def archive_name(path: Path) -> str | None:
+    """The name a `.pkl` was saved under: torch.save writes its zip's entries into a folder named after the file
+    it writes (models/colors.pkl -> colors/data.pkl), and a copy or a rename keeps it. Reading a zip's directory
+    runs nothing. None for a file that is not such a zip (an ONNX graph, a damaged file)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            first = z.namelist()[0]
+    except (OSError, zipfile.BadZipFile, IndexError):
+        return None
+    return first.split("/", 1)[0] if "/" in first else None
+
+
 def read_manifest_checked(path: Path) -> Manifest:
     try:
         return read_manifest(path)
     except FileNotFoundError:
         raise ModelLoadError(
-            f"manifest {manifest_path(path)} is missing; `python -m training train` writes it next to the .pkl"
+            f"manifest {manifest_path(path)} is missing, and no pickle is loaded without one. For a learner from "
+            f"learn.export(), `python -m training import {path} --name {path.stem}` checks it and writes "
+            f"models/{path.stem}.pkl with its manifest: serve that (`python -m training train` writes one with "
+            "every model it trains)"
         ) from None
     except ValidationError as e:
         raise ModelLoadError(f"manifest {manifest_path(path)} is invalid: {e.errors()[0]['msg']}") from None

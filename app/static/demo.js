@@ -93,7 +93,9 @@
     const classes = Array.isArray(model.classes) ? model.classes : [];
     const accuracy = model.metrics && model.metrics.accuracy;
     $("model-name").textContent = model.name || "unnamed model";
-    $("model-accuracy").textContent = typeof accuracy === "number" ? `${(accuracy * 100).toFixed(1)}%` : "–";
+    // An imported model without --data has no validation figure: say so rather than a dash.
+    $("model-accuracy").textContent =
+      typeof accuracy === "number" ? `${(accuracy * 100).toFixed(1)}%` : model.metrics === null ? "not validated" : "–";
     $("model-classes").textContent = classes.length ? String(classes.length) : "–";
     $("model-arch").textContent = model.arch || "–";
     $("model-device").textContent = (body.runtime && body.runtime.device) || "–";

@@ -65,7 +65,9 @@ async def list_models(repository: RepositoryDep) -> ModelList:
                 version=unit.version if unit else None,
                 arch=manifest.arch if manifest else None,
                 classes=len(manifest.classes) if manifest else None,
-                accuracy=manifest.metrics.accuracy if manifest else None,
+                accuracy=manifest.metrics.accuracy if manifest and manifest.metrics else None,
+                source=manifest.source if manifest else None,
+                validated=manifest.validated if manifest else None,
                 ready=bool(unit and unit.ready),
                 last_reload_error=repository.errors.get(name),
             )

@@ -30,7 +30,7 @@ from app.core.errors import ModelLoadError
 from app.core.prediction import Prediction, from_probabilities
 from app.core.preprocess import Preprocessor
 from app.core.verify import VerifiedFile, verified_bytes
-from training.manifest import Preprocessing, item_pipeline
+from training.manifest import Preprocessing, item_pipeline, manifest_path
 
 logger = logging.getLogger("learnserve")
 
@@ -81,7 +81,9 @@ class FastaiBackend:
         chosen = resolve_device(device, torch.cuda.is_available())
         if threads:
             torch.set_num_threads(threads)  # process-wide: every fastai model shares the one model thread
-        return cls(load_learner_file(file), chosen, file.manifest.input_size)
+        learn = load_learner_file(file)
+        check_manifest(file, learn)
+        return cls(learn, chosen, file.manifest.input_size)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         if self.fast_items is not None:
@@ -150,6 +152,23 @@ def load_learner_file(file: VerifiedFile) -> Any:
             raise
         except Exception as e:
             raise ModelLoadError(f"cannot load {path}: {type(e).__name__}: {e}") from None
+
+
+def check_manifest(file: VerifiedFile, learn: Any) -> None:
+    """The manifest is a claim about the pickle: its kind, classes, input size, preprocessing and model must be
+    what the learner itself holds, or the model is refused with every field that disagrees."""
+    from training.import_facts import NotServable, disagreements, facts_of
+
+    try:
+        facts = facts_of(learn)
+    except NotServable as e:
+        raise ModelLoadError(f"{file.path} is {e}") from None
+    found = disagreements(file.manifest, facts)
+    if found:
+        raise ModelLoadError(
+            f"manifest {manifest_path(file.path).name} does not describe {file.path.name}: {'; '.join(found)}; "
+            "refusing to serve it (restore the manifest its export wrote, or import the file again)"
+        )
 
 
 def resolve_device(requested: str, cuda_available: bool) -> torch.device:

@@ -1,0 +1,144 @@
+"""What a loaded fastai learner itself holds, read from its objects: kind, classes, resize, normalisation, input size
+and model. `import` writes these into the manifest; the server's fastai backend reads them again at every load and
+refuses a manifest that disagrees (a manifest is a claim about the pickle, checked, not trusted).
+
+Needs torch and PIL (it runs the learner's pipelines on one blank image); no fastai import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from training.manifest import RESAMPLES, Manifest, Normalization
+
+SINGLE_LABEL = "single-label classifier"
+
+
+class NotServable(ValueError):
+    """The learner is not a kind this project serves (the message says what it is)."""
+
+
+@dataclass(frozen=True)
+class LearnerFacts:
+    kind: str
+    classes: list[str]
+    input_size: int  # the square side of the tensor that reaches the model
+    resize: dict[str, Any] | None  # resize_method, size, pad_mode, resample of its Resize, if it has one
+    normalize: Normalization | None
+    model_class: str
+    parameters: int
+    arch: str
+
+
+def learner_kind(learn: Any) -> str:
+    """The learner's kind, or NotServable naming what it is."""
+    dls = learn.dls
+    tls = getattr(getattr(dls, "valid_ds", None), "tls", None)
+    if tls is None or getattr(dls, "n_inp", 1) != 1 or len(tls) != 2:
+        raise NotServable(
+            "a learner with several inputs or targets: only single-label classifiers are served"
+        )
+    targets = [type(t).__name__ for t in tls[1].tfms.fs]
+    if "MultiCategorize" in targets:
+        raise NotServable(
+            "a multi-label classifier (MultiCategoryBlock): only single-label classifiers are served"
+        )
+    if "Categorize" not in targets:
+        raise NotServable(
+            f"not a classifier (its targets go through {', '.join(targets) or 'nothing'}, no Categorize): "
+            "only single-label classifiers are served"
+        )
+    return SINGLE_LABEL
+
+
+def resize_of(learn: Any) -> dict[str, Any] | None:
+    for tfm in learn.dls.valid.after_item.fs:
+        if type(tfm).__name__ == "Resize":
+            height, width = tfm.size
+            return {"resize_method": str(tfm.method), "size": int(width) if width == height else -1,
+                    "pad_mode": str(tfm.pad_mode), "resample": RESAMPLES.get(tfm.mode, str(tfm.mode))}  # fmt: skip
+    return None
+
+
+def normalization_of(learn: Any) -> Normalization | None:
+    for tfm in learn.dls.valid.after_batch.fs:
+        if type(tfm).__name__ == "Normalize":
+            return Normalization(mean=tfm.mean.flatten().tolist(), std=tfm.std.flatten().tolist())
+    return None
+
+
+def input_size_of(learn: Any) -> int:
+    """The side of the square tensor the model receives: the validation pipelines run on one blank image."""
+    import torch
+    from PIL import Image
+
+    dls = learn.dls
+    item, batch = dls.valid.after_item, dls.valid.after_batch
+    saved = item.split_idx, batch.split_idx
+    item.split_idx = batch.split_idx = 1
+    try:
+        to_image = dls.valid_ds.tls[0].tfms.fs[-1]  # the type transform (PILImage.create), not the getters
+        x = batch(torch.stack([item(to_image(Image.new("RGB", (37, 23), (128, 128, 128))))]))
+    finally:
+        item.split_idx, batch.split_idx = saved
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    if height != width:
+        raise NotServable(f"its model takes {width}x{height} images: only square inputs are served")
+    return width
+
+
+def arch_of(learn: Any) -> str:
+    """The architecture's name as far as the learner tells it (vision_learner keeps `arch`), else the model class."""
+    arch = getattr(learn, "arch", None)
+    name = getattr(arch, "__name__", None) or (arch if isinstance(arch, str) else None)
+    return str(name or type(learn.model).__name__)
+
+
+def facts_of(learn: Any) -> LearnerFacts:
+    kind = learner_kind(learn)
+    return LearnerFacts(
+        kind=kind,
+        classes=[str(c) for c in learn.dls.vocab],
+        input_size=input_size_of(learn),
+        resize=resize_of(learn),
+        normalize=normalization_of(learn),
+        model_class=type(learn.model).__name__,
+        parameters=sum(int(p.numel()) for p in learn.model.parameters()),
+        arch=arch_of(learn),
+    )
+
+
+def disagreements(manifest: Manifest, facts: LearnerFacts) -> list[str]:
+    """Every field where the manifest says something else than the learner: 'FIELD is X in the manifest, Y in
+    the learner'. Fields an older manifest does not have are not compared."""
+    found: list[tuple[str, Any, Any]] = [
+        ("classes", manifest.classes, facts.classes),
+        ("kind", manifest.kind, facts.kind),
+        ("input_size", manifest.input_size, facts.input_size),
+    ]
+    if facts.resize is not None:
+        pre = manifest.preprocessing
+        found += [
+            ("preprocessing.resize_method", pre.resize_method, facts.resize["resize_method"]),
+            ("preprocessing.size", pre.size, facts.resize["size"]),
+            ("preprocessing.pad_mode", pre.pad_mode, facts.resize["pad_mode"]),
+            ("preprocessing.resample", pre.resample, facts.resize["resample"]),
+        ]
+    found.append(
+        ("preprocessing.normalize", _stats(manifest.preprocessing.normalize), _stats(facts.normalize))
+    )
+    if manifest.model is not None:
+        found += [
+            ("model.class_name", manifest.model.class_name, facts.model_class),
+            ("model.parameters", manifest.model.parameters, facts.parameters),
+        ]
+    return [f"{name} is {mine!r} in the manifest, {theirs!r} in the learner" for name, mine, theirs in found
+            if mine != theirs]  # fmt: skip
+
+
+def _stats(norm: Normalization | None) -> Any:
+    """Normalisation statistics rounded to 6 digits: float32 tensors vs the JSON's float64 text."""
+    if norm is None:
+        return None
+    return {"mean": [round(v, 6) for v in norm.mean], "std": [round(v, 6) for v in norm.std]}
