@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -176,6 +178,22 @@ class Settings(BaseSettings):
             ):
                 raise ValueError(f"CORS origin {origin!r} must look like https://host[:port], without a path")
         return origins
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """LEARNSERVE_MAX_CONNECTIONS (before idle connections stopped counting) still sets MAX_REQUESTS, with a
+        warning, so that an upgraded deployment keeps its limit."""
+        old = os.environ.get("LEARNSERVE_MAX_CONNECTIONS")
+        if old is not None and isinstance(data, dict) and "max_requests" not in data:
+            warnings.warn(
+                "LEARNSERVE_MAX_CONNECTIONS is now LEARNSERVE_MAX_REQUESTS (requests in progress; idle "
+                "connections no longer count): rename it",
+                FutureWarning,
+                stacklevel=2,
+            )
+            data = {**data, "max_requests": old}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

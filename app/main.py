@@ -53,7 +53,7 @@ async def watch(repository: ModelRepository, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
         try:
-            await repository.reload()
+            await repository.reload("watch")
         except Exception:  # never let one bad rescan end the watching
             logger.exception("the model rescan failed; the next one runs in %gs", seconds)
 
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         background: set[asyncio.Task[Any]] = set()
 
         def on_sighup() -> None:
-            task = loop.create_task(repository.reload())
+            task = loop.create_task(repository.reload("SIGHUP"))
             background.add(task)
             task.add_done_callback(background.discard)
 

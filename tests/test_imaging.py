@@ -160,9 +160,10 @@ def test_filenames_are_sanitised(raw: str | None, expected: str) -> None:
     assert safe_filename(raw) == expected
 
 
-def test_decoder_never_lets_a_random_exception_out() -> None:
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+def test_decoder_never_lets_a_random_exception_out(fmt: str) -> None:
     rng = np.random.default_rng(0)
-    good = encode(sample(size=48), "PNG")
+    good = encode(sample(size=48), fmt)
     for _ in range(200):  # flip bytes all over a valid file: every outcome is an image or a client error
         data = bytearray(good)
         for pos in rng.integers(8, len(data), 6):
@@ -170,6 +171,41 @@ def test_decoder_never_lets_a_random_exception_out() -> None:
         with contextlib.suppress(CorruptImage, UnsupportedImage, TooManyPixels):
             assert decode_image(bytes(data), LIMIT).mode == "RGB"
     assert io  # keep the import used for readers who add stream-based cases
+
+
+def test_a_server_fault_while_decoding_is_not_blamed_on_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MemoryError (even raised inside Pillow) and a bug in our own conversion propagate: the HTTP edge answers
+    them 500 internal_error and logs them, where a 422 corrupt_image would blame the client."""
+    from PIL import ImageFile
+
+    import app.core.imaging as imaging
+
+    good = encode(sample(size=48), "PNG")
+
+    def out_of_memory(self: object) -> None:
+        raise MemoryError
+
+    with monkeypatch.context() as m:
+        m.setattr(ImageFile.ImageFile, "load", out_of_memory)
+        with pytest.raises(MemoryError):
+            decode_image(good, LIMIT)
+
+    def a_bug(image: Image.Image) -> Image.Image:
+        return image.nonexistent_method()  # type: ignore[attr-defined, no-any-return]
+
+    with monkeypatch.context() as m:
+        m.setattr(imaging, "to_rgb", a_bug)
+        with pytest.raises(AttributeError):
+            decode_image(good, LIMIT)
+
+    def pillow_refuses(self: object) -> None:  # as Pillow's own decoders do on broken data
+        raise OSError("broken data stream when reading image file")
+
+    pillow_refuses.__code__ = pillow_refuses.__code__.replace(co_filename=ImageFile.__file__)
+    with monkeypatch.context() as m:
+        m.setattr(ImageFile.ImageFile, "load", pillow_refuses)
+        with pytest.raises(CorruptImage, match="broken data stream"):
+            decode_image(good, LIMIT)
 
 
 PEAK_SCRIPT = r"""

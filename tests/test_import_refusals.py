@@ -75,6 +75,40 @@ def test_a_collaborative_filtering_learner_is_named(tmp_path: Path) -> None:
     assert "is a collaborative filtering learner (fastai.collab)" in refused(export, tmp_path / "out")
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # fastai's AWD_LSTM scripts a function with torch.jit
+def test_a_text_learner_is_named(tmp_path: Path) -> None:
+    from fastai.text.all import AWD_LSTM, BaseTokenizer, TextDataLoaders, text_classifier_learner
+
+    frame = pd.DataFrame(
+        {"text": ["good film", "bad film", "great plot", "awful plot"] * 4, "label": ["+", "-"] * 8}
+    )
+    dls = TextDataLoaders.from_df(frame, text_col="text", label_col="label", tok_tfm=BaseTokenizer(), bs=4,
+                                  num_workers=0, seq_len=8)  # fmt: skip
+    export = tmp_path / "text.pkl"
+    text_classifier_learner(
+        dls, AWD_LSTM, pretrained=False, config={"emb_sz": 8, "n_hid": 8, "n_layers": 1}
+    ).export(export)
+    assert "is a text learner (fastai.text)" in refused(export, tmp_path / "out")
+
+
+def test_a_multi_label_vision_learner_is_named(tmp_path: Path) -> None:
+    """A vision learner, but not of the kind served yet: the refusal says which kind it is."""
+    from fastai.vision.all import ColReader, DataBlock, ImageBlock, Learner, MultiCategoryBlock, Resize
+    from torch import nn
+
+    images = sorted((FIXTURES / "images").glob("*.png"))
+    frame = pd.DataFrame({"path": [str(p) for p in images], "tags": ["red round", "blue", "green round"] * 2})
+    block = DataBlock(blocks=(ImageBlock, MultiCategoryBlock), get_x=ColReader("path"),
+                      get_y=ColReader("tags", label_delim=" "), item_tfms=Resize(8))  # fmt: skip
+    dls = block.dataloaders(frame, bs=2, num_workers=0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, len(dls.vocab))
+    )
+    export = tmp_path / "tags.pkl"
+    Learner(dls, model).export(export)
+    assert "a multi-label classifier (MultiCategoryBlock)" in refused(export, tmp_path / "out")
+
+
 def test_a_notebook_class_that_answering_needs(tmp_path: Path) -> None:
     line = refused(FIXTURES / "fastai27" / "grayish.pkl", tmp_path / "out")
     assert "it needs __main__.Grayish to answer" in line

@@ -122,6 +122,14 @@ def test_settings_read_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.device == "cpu"
 
 
+def test_the_old_name_of_max_requests_still_sets_it_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEARNSERVE_MAX_CONNECTIONS", "40")
+    with pytest.warns(FutureWarning, match="LEARNSERVE_MAX_REQUESTS"):
+        assert Settings().max_requests == 40
+    monkeypatch.setenv("LEARNSERVE_MAX_REQUESTS", "30")  # the new name wins
+    assert Settings().max_requests == 30
+
+
 def test_batch_size_is_capped_by_input_pixels() -> None:
     s = Settings(max_batch_size=32, max_batch_pixels=8 * 224 * 224)
     assert s.batch_size_for(224) == 8

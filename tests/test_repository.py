@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,12 +181,22 @@ def test_reload_swaps_a_new_version_and_keeps_the_old_one_on_failure(
 
 
 def test_reload_loads_new_files_and_unloads_removed_ones(
-    client: TestClient, repo: Path, tiny_model: Path
+    client: TestClient, repo: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     copy_model(tiny_model, repo, name="colors")
     (repo / "shades.pkl").unlink()
-    report = reload(client)
+    copy_model(tiny_model, repo, name="hues")  # its manifest names another model: refused
+    with caplog.at_level(logging.INFO, logger="learnserve"):
+        report = reload(client)
     assert report["removed"] == ["shades"]
+    # the log says that a reload started, why, what changed and how long it took
+    lines = [r.getMessage() for r in caplog.records if "model reload" in r.getMessage()]
+    assert lines[0] == f"model reload started (POST /admin/reload): scanning {repo}"
+    assert re.fullmatch(
+        r"model reload \(POST /admin/reload\) done in \d+\.\d\ds: removed shades; failed hues; 1 unchanged",
+        lines[1],
+    ), lines
+    (repo / "hues.pkl").unlink()
     r = client.post("/models/shades/predict", files={"file": ("x.png", PNGS[0], "image/png")})
     assert r.json()["code"] == "model_not_found"
     info = [s.labels["model"] for f in text_string_to_metric_families(client.get("/metrics").text)

@@ -8,8 +8,11 @@ A plain RGB image comes out pixel-identical to fastai's `PILImage.create(bytes)`
 from __future__ import annotations
 
 import io
+import os
+import traceback
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.core.errors import CorruptImage, EmptyFile, TooManyPixels, UnsupportedImage
@@ -68,6 +71,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise TooManyPixels(f"The image declares more pixels than the limit of {max_pixels:,}.") from None
     except Exception as e:  # PIL's header parsers raise many types on hostile input; all mean "corrupt"
+        if not raised_by_pillow(e):
+            raise  # a server fault (MemoryError, a bug of ours): 500, logged, never blamed on the client
         raise CorruptImage(f"The image header is corrupt ({type(e).__name__}).") from None
     width, height = image.size
     if width * height > max_pixels:
@@ -86,7 +91,29 @@ def load_rgb(image: Image.Image) -> Image.Image:
             image = ImageOps.exif_transpose(image)
         return to_rgb(image)
     except Exception as e:  # truncated data, bad chunks, broken EXIF: a client's file, never a server error
+        if not raised_by_pillow(e):
+            raise  # a server fault (MemoryError, a bug of ours): 500, logged, never blamed on the client
         raise CorruptImage(f"The image data is truncated or corrupt ({type(e).__name__}: {e}).") from None
+
+
+_PILLOW_DIR = os.path.dirname(PIL.__file__) + os.sep
+_APP_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def raised_by_pillow(error: Exception) -> bool:
+    """Whether a decoding error is the file's fault: Pillow raised it while reading the data (its parsers and
+    decoders raise OSError, ValueError, SyntaxError, struct.error, IndexError... on hostile bytes). A MemoryError is
+    the server's, and so is an error raised in our own code (the innermost frame of Pillow's or ours decides:
+    standard-library frames below Pillow's are Pillow's calls)."""
+    if isinstance(error, MemoryError):
+        return False
+    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if filename.startswith(_PILLOW_DIR):
+            return True
+        if filename.startswith(_APP_DIR):
+            return False
+    return False
 
 
 # Bytes per pixel of PIL's own buffer for each mode (multi-band modes use 4 bytes per pixel).

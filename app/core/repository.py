@@ -45,6 +45,25 @@ class ReloadReport:
     unchanged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def changed(self) -> bool:
+        return bool(self.loaded or self.replaced or self.removed or self.failed)
+
+    def summary(self) -> str:
+        """One line for the log: what each name became (`unchanged` as a count: a folder may hold many)."""
+        parts = [
+            f"{what} {', '.join(names)}"
+            for what, names in (
+                ("added", self.loaded),
+                ("replaced", self.replaced),
+                ("removed", self.removed),
+            )
+            if names
+        ]
+        parts += [f"failed {', '.join(self.failed)}"] if self.failed else []
+        parts.append(f"{len(self.unchanged)} unchanged")
+        return "; ".join(parts)
+
 
 def signature(pkl: Path) -> Signature | None:
     try:
@@ -124,7 +143,7 @@ class ModelRepository:
         """The first scan. Stops startup when nothing could be loaded, or the configured default failed."""
         if self.only is None and not self.folder.is_dir():
             raise ModelLoadError(f"LEARNSERVE_MODEL_DIR {self.folder} is not a folder")
-        report = await self.reload()
+        report = await self.reload("startup")
         if self.only is not None and report.failed:
             raise ModelLoadError(next(iter(report.failed.values())))
         if not self.units:
@@ -137,50 +156,67 @@ class ModelRepository:
             why = report.failed.get(default, f"there is no {default}.pkl in {self.folder}")
             raise ModelLoadError(f"LEARNSERVE_DEFAULT_MODEL {default!r} cannot be served: {why}")
 
-    async def reload(self) -> ReloadReport:
-        """Rescan the folder: load new files, swap changed ones, unload removed ones. One rescan at a time."""
+    async def reload(self, trigger: str = "startup") -> ReloadReport:
+        """Rescan the folder: load new files, swap changed ones, unload removed ones. One rescan at a time.
+        `trigger` (startup, SIGHUP, POST /admin/reload, watch) is logged with what changed and how long it took; a
+        periodic watch that changed nothing logs nothing."""
         async with self._lock:
-            report = ReloadReport()
-            found = self.scan()
-            for name, path in found.items():
-                sig = signature(path)
-                if name in self._signatures and self._signatures[name] == sig and sig is not None:
-                    report.unchanged.append(name)  # served and unchanged, or failed and unchanged
-                    continue
-                previous = self.units.get(name)
-                try:
-                    file = await self._verify(name, path)
-                    if previous and previous.file.sha256 == file.sha256:
-                        self._signatures[name] = sig
-                        report.unchanged.append(name)  # touched, not changed: keep the running unit
-                        continue
-                    unit = await self._open(name, file)
-                except Exception as e:  # refused, or e.g. removed mid-scan, or a learner we cannot serve
-                    self._signatures[name] = sig  # not retried until the file changes again
-                    unexpected = f"{path} cannot be loaded: {type(e).__name__}: {e}"
-                    self._failed(name, str(e) if isinstance(e, ModelLoadError) else unexpected, report)
-                    continue
-                # Recorded only once the outcome is known: a rescan cancelled half-way retries the file next time.
-                self._signatures[name] = sig
-                self.units[name] = unit  # the swap: new requests get the new unit from here on
-                self.errors.pop(name, None)
-                (report.replaced if previous else report.loaded).append(name)
-                logger.info("model %s version %s ready in %.2fs", name, unit.version, unit.load_seconds)
-                if self.observer:
-                    self.observer.model_loaded(unit)
-                if previous:
-                    self._retire(previous)
-            for name in [n for n in self.units if n not in found]:
-                self._signatures.pop(name, None)
-                self._retire(self.units.pop(name))
-                report.removed.append(name)
-                logger.info("model %s removed", name)
-                if self.observer:
-                    self.observer.model_unloaded(name)
-            for name in [n for n in self.errors if n not in found]:
-                self.errors.pop(name)
-                self._signatures.pop(name, None)
+            started = time.perf_counter()
+            quiet = trigger == "watch"
+            if not quiet:
+                logger.info("model reload started (%s): scanning %s", trigger, self.only or self.folder)
+            report = await self._rescan()
+            if report.changed or not quiet:
+                logger.info(
+                    "model reload (%s) done in %.2fs: %s",
+                    trigger,
+                    time.perf_counter() - started,
+                    report.summary(),
+                )
             return report
+
+    async def _rescan(self) -> ReloadReport:
+        report = ReloadReport()
+        found = self.scan()
+        for name, path in found.items():
+            sig = signature(path)
+            if name in self._signatures and self._signatures[name] == sig and sig is not None:
+                report.unchanged.append(name)  # served and unchanged, or failed and unchanged
+                continue
+            previous = self.units.get(name)
+            try:
+                file = await self._verify(name, path)
+                if previous and previous.file.sha256 == file.sha256:
+                    self._signatures[name] = sig
+                    report.unchanged.append(name)  # touched, not changed: keep the running unit
+                    continue
+                unit = await self._open(name, file)
+            except Exception as e:  # refused, or e.g. removed mid-scan, or a learner we cannot serve
+                self._signatures[name] = sig  # not retried until the file changes again
+                unexpected = f"{path} cannot be loaded: {type(e).__name__}: {e}"
+                self._failed(name, str(e) if isinstance(e, ModelLoadError) else unexpected, report)
+                continue
+            # Recorded only once the outcome is known: a rescan cancelled half-way retries the file next time.
+            self._signatures[name] = sig
+            self.units[name] = unit  # the swap: new requests get the new unit from here on
+            self.errors.pop(name, None)
+            (report.replaced if previous else report.loaded).append(name)
+            logger.info("model %s version %s ready in %.2fs", name, unit.version, unit.load_seconds)
+            if self.observer:
+                self.observer.model_loaded(unit)
+            if previous:
+                self._retire(previous)
+        for name in [n for n in self.units if n not in found]:
+            self._signatures.pop(name, None)
+            self._retire(self.units.pop(name))
+            report.removed.append(name)
+            logger.info("model %s removed", name)
+            if self.observer:
+                self.observer.model_unloaded(name)
+        for name in [n for n in self.errors if n not in found]:
+            self.errors.pop(name)
+            self._signatures.pop(name, None)
+        return report
 
     async def _verify(self, name: str, path: Path) -> VerifiedFile:
         """The checks before unpickling, on the loader thread (hashing a large file takes a while)."""

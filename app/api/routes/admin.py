@@ -22,4 +22,4 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 )
 @policy(Key.ADMIN)
 async def reload(repository: RepositoryDep) -> ReloadResponse:
-    return ReloadResponse(**asdict(await repository.reload()))
+    return ReloadResponse(**asdict(await repository.reload("POST /admin/reload")))
