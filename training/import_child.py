@@ -129,14 +129,20 @@ def check(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(learn: Any, rows_csv: str) -> dict[str, Any]:
-    """Accuracy on labelled images (a CSV of path,label): the learner's own labels must include every label."""
+    """Accuracy on labelled images (a CSV of path,label; multi-label: labels separated by spaces): the learner's own
+    labels must include every label. Multi-label: fastai's accuracy_multi and the macro F1 at its threshold."""
     import pandas as pd
     import torch
     import torch.nn.functional as F
 
-    frame = pd.read_csv(rows_csv, dtype=str)
+    from training.import_facts import threshold_of
+
+    frame = pd.read_csv(rows_csv, dtype=str, keep_default_na=False)
     vocab = [str(c) for c in learn.dls.vocab]
-    unknown = sorted(set(frame["label"]) - set(vocab))
+    thresh = threshold_of(learn)
+    multi = "MultiCategorize" in [type(t).__name__ for t in learn.dls.valid_ds.tls[1].tfms.fs]
+    labels = [str(v).split() if multi else [str(v)] for v in frame["label"]]
+    unknown = sorted({x for row in labels for x in row} - set(vocab))
     if unknown:
         return {
             "error": f"labels the model does not know: {', '.join(unknown[:5])} (it knows {', '.join(vocab)})"
@@ -144,10 +150,30 @@ def validate(learn: Any, rows_csv: str) -> dict[str, Any]:
     dl = learn.dls.test_dl(list(frame["path"]), num_workers=0)
     with learn.no_bar():
         probs, _ = learn.get_preds(dl=dl)
-    targets = torch.tensor([vocab.index(label) for label in frame["label"]])
-    accuracy = float((probs.argmax(dim=1) == targets).float().mean())
-    loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), targets))
-    return {"accuracy": accuracy, "error_rate": 1 - accuracy, "valid_loss": loss, "n": len(frame)}
+    if multi and thresh is not None:
+        targets = torch.zeros_like(probs)
+        for i, row in enumerate(labels):
+            targets[i, [vocab.index(x) for x in row]] = 1.0
+        decided = (probs > thresh).float()
+        accuracy = float((decided == targets).float().mean())
+        loss = float(F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets))
+        tp, fp, fn = (
+            (decided * targets).sum(0),
+            (decided * (1 - targets)).sum(0),
+            ((1 - decided) * targets).sum(0),
+        )
+        f1 = float((2 * tp / (2 * tp + fp + fn).clamp_min(1)).mean())
+        return {
+            "accuracy": accuracy,
+            "error_rate": 1 - accuracy,
+            "valid_loss": loss,
+            "f1": f1,
+            "n": len(frame),
+        }
+    index = torch.tensor([vocab.index(row[0]) for row in labels])
+    accuracy = float((probs.argmax(dim=1) == index).float().mean())
+    loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), index))
+    return {"accuracy": accuracy, "error_rate": 1 - accuracy, "valid_loss": loss, "f1": None, "n": len(frame)}
 
 
 def needs_code(needed: str, missing: list[str]) -> str:

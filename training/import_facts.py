@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from training.manifest import RESAMPLES, Manifest, Normalization
+from training.manifest import MULTI_LABEL, RESAMPLES, SINGLE_LABEL, Manifest, Normalization
 
-SINGLE_LABEL = "single-label classifier"
+SERVED = "only single-label and multi-label classifiers are served"
 
 
 class NotServable(ValueError):
@@ -22,6 +22,7 @@ class NotServable(ValueError):
 @dataclass(frozen=True)
 class LearnerFacts:
     kind: str
+    threshold: float | None  # multi-label: the loss's `thresh`, which learn.predict decodes with
     classes: list[str]
     input_size: int  # the square side of the tensor that reaches the model
     resize: dict[str, Any] | None  # resize_method, size, pad_mode, resample of its Resize, if it has one
@@ -32,24 +33,33 @@ class LearnerFacts:
 
 
 def learner_kind(learn: Any) -> str:
-    """The learner's kind, or NotServable naming what it is."""
+    """The learner's kind, from its target transforms and its loss, or NotServable naming what it is."""
     dls = learn.dls
     tls = getattr(getattr(dls, "valid_ds", None), "tls", None)
     if tls is None or getattr(dls, "n_inp", 1) != 1 or len(tls) != 2:
-        raise NotServable(
-            "a learner with several inputs or targets: only single-label classifiers are served"
-        )
+        raise NotServable(f"a learner with several inputs or targets: {SERVED}")
     targets = [type(t).__name__ for t in tls[1].tfms.fs]
+    loss = type(getattr(learn.loss_func, "func", learn.loss_func)).__name__
     if "MultiCategorize" in targets:
-        raise NotServable(
-            "a multi-label classifier (MultiCategoryBlock): only single-label classifiers are served"
-        )
+        if threshold_of(learn) is None:
+            raise NotServable(
+                f"a multi-label classifier whose loss ({type(learn.loss_func).__name__}) has no threshold "
+                f"(fastai's BCEWithLogitsLossFlat has one, `thresh`): {SERVED}"
+            )
+        return MULTI_LABEL
     if "Categorize" not in targets:
         raise NotServable(
-            f"not a classifier (its targets go through {', '.join(targets) or 'nothing'}, no Categorize): "
-            "only single-label classifiers are served"
+            f"not a classifier (its targets go through {', '.join(targets) or 'nothing'}, no Categorize): {SERVED}"
         )
+    if "BCEWithLogits" in loss:
+        raise NotServable(f"a single-label target (Categorize) with a multi-label loss ({loss}): {SERVED}")
     return SINGLE_LABEL
+
+
+def threshold_of(learn: Any) -> float | None:
+    """A multi-label learner's threshold: its loss's `thresh` (BCEWithLogitsLossFlat's decodes: prob > thresh)."""
+    thresh = getattr(learn.loss_func, "thresh", None)
+    return float(thresh) if isinstance(thresh, int | float) and 0 <= thresh <= 1 else None
 
 
 def resize_of(learn: Any) -> dict[str, Any] | None:
@@ -99,6 +109,7 @@ def facts_of(learn: Any) -> LearnerFacts:
     kind = learner_kind(learn)
     return LearnerFacts(
         kind=kind,
+        threshold=threshold_of(learn) if kind == MULTI_LABEL else None,
         classes=[str(c) for c in learn.dls.vocab],
         input_size=input_size_of(learn),
         resize=resize_of(learn),
@@ -115,6 +126,7 @@ def disagreements(manifest: Manifest, facts: LearnerFacts) -> list[str]:
     found: list[tuple[str, Any, Any]] = [
         ("classes", manifest.classes, facts.classes),
         ("kind", manifest.kind, facts.kind),
+        ("threshold", manifest.threshold, facts.threshold),
         ("input_size", manifest.input_size, facts.input_size),
     ]
     if facts.resize is not None:

@@ -196,6 +196,7 @@ def build_manifest(
         name=opts.name,
         source="imported",
         kind=facts["kind"],
+        threshold=facts["threshold"],
         classes=facts["classes"],
         arch=facts["arch"],
         input_size=facts["input_size"],
@@ -206,7 +207,9 @@ def build_manifest(
             augment=facts["augment"],
             **{k: resize[k] for k in ("pad_mode", "resample") if k in resize},
         ),
-        metrics=None if validation is None else Metrics(**{k: validation[k] for k in Metrics.model_fields}),
+        metrics=None
+        if validation is None
+        else Metrics(**{k: validation.get(k) for k in Metrics.model_fields}),
         dataset=None
         if validation is None
         else DatasetInfo(

@@ -16,6 +16,14 @@ from pydantic import BaseModel, Field
 
 MANIFEST_VERSION = 1
 
+# What a learner predicts, read from its target blocks and its loss; the answers' shape follows from it.
+# single-label: CategoryBlock, CrossEntropyLossFlat (softmax, one label);
+# multi-label: MultiCategoryBlock, BCEWithLogitsLossFlat (sigmoid, every label over its threshold).
+Kind = Literal["single-label classifier", "multi-label classifier"]
+SINGLE_LABEL: Kind = "single-label classifier"
+MULTI_LABEL: Kind = "multi-label classifier"
+KINDS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL)
+
 
 class Normalization(BaseModel):
     mean: list[float]
@@ -66,9 +74,15 @@ class OnnxExport(BaseModel):
 
 
 class Metrics(BaseModel):
-    accuracy: float
+    accuracy: float = Field(
+        description="single-label: the share of images whose top class is right; multi-label: the share of "
+        "(image, label) decisions that are right at the threshold (fastai's accuracy_multi)"
+    )
     error_rate: float
     valid_loss: float
+    f1: float | None = Field(
+        None, description="multi-label: the macro F1 over the labels at the threshold; single-label: none"
+    )
 
 
 class DatasetInfo(BaseModel):
@@ -127,7 +141,16 @@ class Manifest(BaseModel):
     source: Literal["trained", "imported"] = Field(
         "trained", description="trained by `python -m training train`, or brought in by `import`"
     )
-    kind: str = Field("single-label classifier", description="what the learner predicts")
+    kind: Kind = Field(
+        SINGLE_LABEL, description="what the learner predicts, read from its loss and target blocks"
+    )
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="multi-label: a label is given when its probability is over this (the learner's own "
+        "loss_func.thresh, as learn.predict decodes); other kinds: none",
+    )
     classes: list[str] = Field(description="labels in the model's output order (the learner's vocab)")
     arch: str
     input_size: int
@@ -174,6 +197,10 @@ class Manifest(BaseModel):
     def version(self) -> str:
         """One identity whatever serves it (the .pkl through fastai or its .onnx graph): the export id."""
         return self.export_id or self.sha256[:12]
+
+    @property
+    def multi_label(self) -> bool:
+        return self.kind == MULTI_LABEL
 
     @property
     def validated(self) -> bool:

@@ -1,9 +1,10 @@
-"""`export-onnx`: learn.model and its softmax as an ONNX graph, and the learner's validation pipeline written into the
+"""`export-onnx`: learn.model and its activation (softmax, or sigmoid for multi-label) as an ONNX graph, and the learner's validation pipeline written into the
 manifest precisely enough for app/core/preprocess.py to reproduce it without fastai.
 
 Only what the ONNX path can reproduce is exported: item transforms Resize and ToTensor; batch transforms
 IntToFloatTensor, Normalize, augmentations that run at training only (split_idx 0) and the affine ones of
-`aug_transforms` (Warp, Rotate, Zoom, Flip), which resample through an identity grid at validation; a softmax.
+`aug_transforms` (Warp, Rotate, Zoom, Flip), which resample through an identity grid at validation; the loss's
+activation when it is the softmax or sigmoid of the learner's kind.
 Anything else is refused, naming the transform (the `.pkl` still serves such a learner). The export is checked
 before it is written: ONNX Runtime's probabilities against learn.model's on real-sized inputs.
 """
@@ -22,6 +23,7 @@ from torch import nn
 from training.errors import TrainingError
 from training.loading import load_verified
 from training.manifest import (
+    MULTI_LABEL,
     Manifest,
     Normalization,
     OnnxExport,
@@ -66,22 +68,34 @@ def preprocessing_of(learn: Any, manifest: Manifest) -> Preprocessing:
     return Preprocessing(**spec)
 
 
-class WithSoftmax(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+ACTIVATIONS: dict[str, Any] = {"softmax": lambda x: torch.softmax(x, dim=1), "sigmoid": torch.sigmoid}
+
+
+class WithActivation(nn.Module):
+    """learn.model followed by its loss's activation: softmax (single-label) or sigmoid (multi-label)."""
+
+    def __init__(self, model: nn.Module, activation: str) -> None:
         super().__init__()
         self.model = model
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x), dim=1)
+        logits = self.model(x)
+        return torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
 
 
-def check_activation(learn: Any, size: int) -> None:
+def activation_of(learn: Any, manifest: Manifest, size: int) -> str:
+    """The activation the learner's loss applies (what learn.predict's probabilities went through), checked on
+    random logits against the one its kind expects: softmax for single-label, sigmoid for multi-label."""
+    expected = "sigmoid" if manifest.kind == MULTI_LABEL else "softmax"
     activation = getattr(learn.loss_func, "activation", None)
     logits = learn.model.eval()(torch.randn(2, 3, size, size))
-    if activation is None or not torch.allclose(activation(logits), torch.softmax(logits, dim=1), atol=1e-6):
+    if activation is None or not torch.allclose(activation(logits), ACTIVATIONS[expected](logits), atol=1e-6):
         raise TrainingError(
-            f"the loss {type(learn.loss_func).__name__} does not use a softmax: only single-label classifiers export"
+            f"the loss {type(learn.loss_func).__name__} does not apply a {expected}, as a {manifest.kind} does: "
+            "it cannot be exported; serve the .pkl"
         )
+    return expected
 
 
 def export_onnx(model: Path, out: Path | None = None) -> Manifest:
@@ -89,9 +103,11 @@ def export_onnx(model: Path, out: Path | None = None) -> Manifest:
     learn, manifest = load_verified(model)
     spec = preprocessing_of(learn, manifest)
     size = spec.size
-    check_activation(learn, size)
+    activation = activation_of(learn, manifest, size)
     out = out or model.with_suffix(".onnx")
-    graph = WithSoftmax(learn.model).eval()  # the exporter restores the mode it found: keep it eval
+    graph = WithActivation(
+        learn.model, activation
+    ).eval()  # the exporter restores the mode it found: keep it eval
     example = torch.rand(2, 3, size, size)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".onnx-") as tmp:
         staged = Path(tmp) / out.name
@@ -114,6 +130,7 @@ def export_onnx(model: Path, out: Path | None = None) -> Manifest:
         opset=OPSET,
         input=TensorSpec(name="input", shape=[-1, 3, size, size], dtype="float32"),
         output=TensorSpec(name="probabilities", shape=[-1, len(manifest.classes)], dtype="float32"),
+        activation=activation,
         max_abs_diff=diff,
     )
     write_manifest(model, manifest)
