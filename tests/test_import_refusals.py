@@ -91,8 +91,9 @@ def test_a_text_learner_is_named(tmp_path: Path) -> None:
     assert "is a text learner (fastai.text)" in refused(export, tmp_path / "out")
 
 
-def test_a_multi_label_vision_learner_is_named(tmp_path: Path) -> None:
-    """A vision learner, but not of the kind served yet: the refusal says which kind it is."""
+def test_a_multi_label_learner_without_a_threshold(tmp_path: Path) -> None:
+    """Multi-label is served with its loss's threshold (BCEWithLogitsLossFlat's `thresh`, which learn.predict
+    decodes with); a plain torch loss has none, so its labels cannot be told: refused, saying so."""
     from fastai.vision.all import ColReader, DataBlock, ImageBlock, Learner, MultiCategoryBlock, Resize
     from torch import nn
 
@@ -105,8 +106,9 @@ def test_a_multi_label_vision_learner_is_named(tmp_path: Path) -> None:
         nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, len(dls.vocab))
     )
     export = tmp_path / "tags.pkl"
-    Learner(dls, model).export(export)
-    assert "a multi-label classifier (MultiCategoryBlock)" in refused(export, tmp_path / "out")
+    Learner(dls, model, loss_func=nn.BCEWithLogitsLoss()).export(export)
+    line = refused(export, tmp_path / "out")
+    assert "a multi-label classifier whose loss (BCEWithLogitsLoss) has no threshold" in line
 
 
 def test_a_notebook_class_that_answering_needs(tmp_path: Path) -> None:

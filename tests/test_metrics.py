@@ -112,6 +112,7 @@ def test_model_identity_load_time_and_process_metrics(client: TestClient, settin
             "backend": "fastai",
             "device": "cpu",
             "classes": "3",
+            "kind": "single-label classifier",
         }
     ]
     assert metadata["runtime"]["version"] == metadata["model"]["sha256"][:12]

@@ -203,6 +203,14 @@ class Manifest(BaseModel):
         return self.kind == MULTI_LABEL
 
     @property
+    def labels_threshold(self) -> float | None:
+        """Multi-label: the probability its labels are given over (the learner's own; fastai's default 0.5 when a
+        manifest lacks it); single-label: None."""
+        if not self.multi_label:
+            return None
+        return self.threshold if self.threshold is not None else 0.5
+
+    @property
     def validated(self) -> bool:
         return self.metrics is not None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -29,7 +29,6 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.policy import UNMATCHED, rule_of
-from app.core.prediction import Prediction
 
 if TYPE_CHECKING:
     from app.core.budget import MemoryBudget
@@ -98,7 +97,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.predictions = Counter(
-            "learnserve_predictions", "Images classified, by model and predicted label", ["model", "label"],
+            "learnserve_predictions", "Labels given, by model and label (one per image; a multi-label image gives those over its threshold)", ["model", "label"],
             registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(
@@ -120,7 +119,7 @@ class Metrics:
         )  # fmt: skip
         self.model_info = Gauge(
             "learnserve_model_info", "The version being served of each model (value 1)",
-            ["model", "version", "sha256", "arch", "backend", "device", "classes"], registry=r,
+            ["model", "version", "sha256", "arch", "backend", "device", "classes", "kind"], registry=r,
         )  # fmt: skip
         self.reload_failures = Counter(
             "learnserve_model_reload_failures", "Model files that failed verification or loading", ["model"],
@@ -144,15 +143,15 @@ class Metrics:
         self.batch_size.labels(model).observe(size)
         self.inference_seconds.labels(model).observe(seconds)
 
-    def predicted(self, model: str, predictions: Sequence[Prediction]) -> None:
-        for label, n in Tally(p.label for p in predictions).items():
+    def predicted(self, model: str, labels: Iterable[str]) -> None:
+        for label, n in Tally(labels).items():
             self.predictions.labels(model, label).inc(n)
 
     def model_loaded(self, unit: ModelUnit) -> None:
         self.model_unloaded(unit.name)
         m = unit.manifest
         info = (unit.name, unit.version, unit.file.sha256, m.arch, unit.backend.kind, unit.backend.device,
-                str(len(unit.classes)))  # fmt: skip
+                str(len(unit.classes)), m.kind)  # fmt: skip
         self.model_info.labels(*info).set(1)
         self._info[unit.name] = info
         self.model_load_seconds.labels(unit.name).set(unit.load_seconds)

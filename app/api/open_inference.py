@@ -2,7 +2,10 @@
 predictions to tensors. Knows nothing of HTTP; app/api/routes/v2.py serves it.
 
 One input, `image`: BYTES, shape [N], each element an image file encoded as base64 (JSON cannot carry raw
-bytes). Outputs: `probabilities` FP32 [N, classes] in the order of /metadata's `classes`, and `label` BYTES [N].
+bytes). Outputs: `probabilities` FP32 [N, classes] in the order of /metadata's `classes` (softmax; a multi-label
+model's are each label's own sigmoid), `label` BYTES [N] (the most likely class) and, for a multi-label model,
+`labels` BOOL [N, classes]: the labels over the threshold (learn.predict's mask; the request's
+`parameters.threshold`, else the learner's own).
 Binary tensor data (the Triton extension) is not supported: clients send JSON (tritonclient: binary_data=False).
 
 A body is parsed under a memory charge (`parsed_bytes`): JSON expands (a 2-byte `{}` becomes a 64-byte dict and
@@ -23,8 +26,9 @@ from app.core.errors import CoreError, FileTooLarge, TooManyFiles
 from app.core.prediction import Prediction
 
 INPUT = "image"
-PROBABILITIES, LABEL = "probabilities", "label"
-OUTPUTS = (PROBABILITIES, LABEL)
+PROBABILITIES, LABEL, LABELS = "probabilities", "label", "labels"
+SINGLE_OUTPUTS = (PROBABILITIES, LABEL)
+MULTI_OUTPUTS = (PROBABILITIES, LABEL, LABELS)
 
 Parameters = dict[str, Any]
 
@@ -148,17 +152,35 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-def model_metadata(name: str, version: str, platform: str, classes: Sequence[str]) -> ModelMetadata:
+def model_metadata(
+    name: str, version: str, platform: str, classes: Sequence[str], multi_label: bool
+) -> ModelMetadata:
+    outputs = [
+        TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, len(classes)]),
+        TensorMetadata(name=LABEL, datatype="BYTES", shape=[-1]),
+    ]
+    if multi_label:
+        outputs.append(TensorMetadata(name=LABELS, datatype="BOOL", shape=[-1, len(classes)]))
     return ModelMetadata(
         name=name,
         versions=[version],
         platform=platform,
         inputs=[TensorMetadata(name=INPUT, datatype="BYTES", shape=[-1])],
-        outputs=[
-            TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, len(classes)]),
-            TensorMetadata(name=LABEL, datatype="BYTES", shape=[-1]),
-        ],
+        outputs=outputs,
     )
+
+
+def threshold_of(request: InferenceRequest, learners: float | None) -> float | None:
+    """A multi-label request's `parameters.threshold` (in [0, 1]), else the learner's (`learners`); a single-label
+    model (`learners` None) refuses one."""
+    given = (request.parameters or {}).get("threshold")
+    if given is None:
+        return learners
+    if learners is None:
+        raise InvalidInferenceRequest("parameters.threshold applies to multi-label models only.")
+    if isinstance(given, bool) or not isinstance(given, int | float) or not 0 <= given <= 1:
+        raise InvalidInferenceRequest(f"parameters.threshold must be a number in [0, 1], not {given!r}.")
+    return float(given)
 
 
 def image_elements(request: InferenceRequest, max_files: int) -> list[str]:
@@ -199,12 +221,13 @@ def decode_element(index: int, element: str, max_bytes: int) -> bytes:
     return data
 
 
-def requested_outputs(request: InferenceRequest) -> list[str]:
+def requested_outputs(request: InferenceRequest, multi_label: bool) -> list[str]:
+    known = MULTI_OUTPUTS if multi_label else SINGLE_OUTPUTS
     if request.outputs is None:
-        return list(OUTPUTS)
+        return list(known)
     names = [o.name for o in request.outputs]
-    if unknown := [n for n in names if n not in OUTPUTS]:
-        raise InvalidInferenceRequest(f"Unknown output {unknown[0]!r}; this model has {', '.join(OUTPUTS)}.")
+    if unknown := [n for n in names if n not in known]:
+        raise InvalidInferenceRequest(f"Unknown output {unknown[0]!r}; this model has {', '.join(known)}.")
     return names
 
 
@@ -214,19 +237,25 @@ def inference_response(
     request: InferenceRequest,
     predictions: Sequence[Prediction],
     n_classes: int,
+    threshold: float | None,
 ) -> InferenceResponse:
+    """`threshold`: a multi-label model's (the `labels` output), None for a single-label one."""
+    n = len(predictions)
     outputs = {
-        PROBABILITIES: ResponseOutput(
-            name=PROBABILITIES, datatype="FP32", shape=[len(predictions), n_classes],
+        PROBABILITIES: lambda: ResponseOutput(
+            name=PROBABILITIES, datatype="FP32", shape=[n, n_classes],
             data=[p for prediction in predictions for p in prediction.probabilities],
         ),
-        LABEL: ResponseOutput(
-            name=LABEL, datatype="BYTES", shape=[len(predictions)], data=[p.label for p in predictions]
+        LABEL: lambda: ResponseOutput(name=LABEL, datatype="BYTES", shape=[n], data=[p.label for p in predictions]),
+        LABELS: lambda: ResponseOutput(
+            name=LABELS, datatype="BOOL", shape=[n, n_classes],
+            data=[p > (threshold or 0.0) for prediction in predictions for p in prediction.probabilities],
+            parameters={"threshold": threshold},
         ),
     }  # fmt: skip
     return InferenceResponse(
         model_name=model_name,
         model_version=version,
         id=request.id,
-        outputs=[outputs[name] for name in requested_outputs(request)],
+        outputs=[outputs[name]() for name in requested_outputs(request, threshold is not None)],
     )

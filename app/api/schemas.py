@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -12,7 +12,10 @@ class LabelProbability(BaseModel):
     probability: float = Field(ge=0, le=1)
 
 
-class PredictionResponse(BaseModel):
+class SingleLabelAnswer(BaseModel):
+    kind: Literal["single-label classifier"] = Field(
+        description="what the model predicts: one class per image"
+    )
     label: str = Field(description="the most likely class")
     probability: float = Field(ge=0, le=1, description="its probability")
     top: list[LabelProbability] = Field(description="the top_k classes, most likely first")
@@ -21,6 +24,7 @@ class PredictionResponse(BaseModel):
         "json_schema_extra": {
             "examples": [
                 {
+                    "kind": "single-label classifier",
                     "label": "7",
                     "probability": 0.993,
                     "top": [{"label": "7", "probability": 0.993}, {"label": "1", "probability": 0.004}],
@@ -30,7 +34,54 @@ class PredictionResponse(BaseModel):
     }
 
 
-class BatchPrediction(PredictionResponse):
+class MultiLabelAnswer(BaseModel):
+    kind: Literal["multi-label classifier"] = Field(
+        description="what the model predicts: every label whose own probability is over the threshold"
+    )
+    labels: list[LabelProbability] = Field(
+        description="the labels over the threshold, most likely first (possibly none): learn.predict's labels"
+    )
+    threshold: float = Field(
+        ge=0, le=1, description="the threshold used: the request's, else the learner's own (loss_func.thresh)"
+    )
+    label: str = Field(description="the most likely label, whether or not it is over the threshold")
+    probability: float = Field(ge=0, le=1, description="its probability")
+    top: list[LabelProbability] = Field(
+        description="every label with its probability (or the top_k asked for), most likely first"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "kind": "multi-label classifier",
+                    "labels": [
+                        {"label": "disc", "probability": 0.97},
+                        {"label": "square", "probability": 0.88},
+                    ],
+                    "threshold": 0.5,
+                    "label": "disc",
+                    "probability": 0.97,
+                    "top": [
+                        {"label": "disc", "probability": 0.97},
+                        {"label": "square", "probability": 0.88},
+                        {"label": "bar", "probability": 0.04},
+                        {"label": "cross", "probability": 0.01},
+                    ],
+                }
+            ]
+        }
+    }
+
+
+PredictionResponse = Annotated[SingleLabelAnswer | MultiLabelAnswer, Field(discriminator="kind")]
+
+
+class SingleLabelFile(SingleLabelAnswer):
+    filename: str = Field(description="the uploaded file's name, sanitised")
+
+
+class MultiLabelFile(MultiLabelAnswer):
     filename: str = Field(description="the uploaded file's name, sanitised")
 
 
@@ -45,7 +96,7 @@ class BatchError(BaseModel):
 
 
 class BatchResponse(BaseModel):
-    results: list[BatchPrediction | BatchError] = Field(
+    results: list[SingleLabelFile | MultiLabelFile | BatchError] = Field(
         description="one entry per uploaded file, in upload order"
     )
 
@@ -84,6 +135,7 @@ class ModelSummary(BaseModel):
         "null if not loaded"
     )
     arch: str | None
+    kind: str | None = Field(None, description="single-label classifier or multi-label classifier")
     classes: int | None = Field(description="number of classes")
     accuracy: float | None = Field(
         description="validation accuracy recorded at training (or measured by import --data); null if none"

@@ -43,9 +43,10 @@ async def predict_rows(settings: Settings, files: list[Path], top_k: int, keep_g
     )
     async with open_model(settings) as unit:
         k = min(top_k, len(unit.classes))
+        threshold = unit.manifest.labels_threshold
         async for paths, outcomes in classify_files(unit, files, settings.max_upload_bytes):
             for path, outcome in zip(paths, outcomes, strict=True):
-                rows.append(row_of(str(path), outcome, unit.classes, k))
+                rows.append(row_of(str(path), outcome, unit.classes, k, threshold))
                 if isinstance(outcome, ItemError) and not keep_going:
                     bar.close()
                     return rows
@@ -59,8 +60,10 @@ def as_json(row: Row) -> dict[str, Any]:
     if "error" in row:
         return {"path": row["path"], "error": {"code": row["error"], "detail": row["detail"]}}
     top = [{"label": label, "probability": round(p, 6)} for label, p in ranked(row)]
+    labels = {"labels": row["labels"].split()} if "labels" in row else {}
     return {
         "path": row["path"],
+        **labels,
         "label": row["label"],
         "probability": round(row["probability"], 6),
         "top": top,
@@ -72,7 +75,8 @@ def write(rows: list[Row], fmt: str, top_k: int, out: TextIO) -> None:
         json.dump([as_json(r) for r in rows], out, indent=2)
         out.write("\n")
     elif fmt == "csv":
-        writer = csv.DictWriter(out, columns(top_k), extrasaction="ignore", lineterminator="\n")
+        multi_label = any("labels" in r for r in rows)
+        writer = csv.DictWriter(out, columns(top_k, multi_label), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(csv_row(r) for r in rows)
     else:
@@ -85,10 +89,13 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         if "error" in r:
             cells.append((r["path"], "-", "-", f"error: {r['error']} ({r['detail']})"))
+        elif "labels" in r:  # multi-label: the labels over the threshold, then every label's probability
+            every = ", ".join(f"{label} {p:.3f}" for label, p in ranked(r))
+            cells.append((r["path"], r["labels"] or "(none)", f"{r['probability']:.4f}", every))
         else:
             others = ", ".join(f"{label} {p:.3f}" for label, p in ranked(r)[1:])
             cells.append((r["path"], str(r["label"]), f"{r['probability']:.4f}", others))
-    header = ("path", "label", "prob", "top")
+    header = ("path", "labels" if any("labels" in r for r in rows) else "label", "prob", "top")
     widths = [max(len(row[i]) for row in [header, *cells]) for i in range(3)]
     lines = [
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip()

@@ -31,6 +31,7 @@ class ScoreJob:
     ray_address: str | None = None
     concurrency: int = 1
     num_gpus: float = 0.0
+    threshold: float | None = None  # a multi-label model's (its `labels` column); None: single-label
 
 
 @dataclass
@@ -48,7 +49,9 @@ class Summary:
                 f"{self.seconds:.1f} s ({self.warm_up:.1f} s to load the model): {rate:,.1f} img/s")  # fmt: skip
 
 
-def local_rows(settings: Settings, paths: list[str], top_k: int) -> Iterator[list[Row]]:
+def local_rows(
+    settings: Settings, paths: list[str], top_k: int, threshold: float | None = None
+) -> Iterator[list[Row]]:
     """Chunks of rows from the unit, in order (an event loop of its own, driven chunk by chunk so the journal is
     written as rows come; the model thread works beside it)."""
     with asyncio.Runner() as runner:
@@ -58,7 +61,10 @@ def local_rows(settings: Settings, paths: list[str], top_k: int) -> Iterator[lis
             chunks = classify_files(unit, [Path(p) for p in paths], settings.max_upload_bytes)
             while (chunk := runner.run(anext(chunks, None))) is not None:
                 done, outcomes = chunk
-                yield [row_of(str(p), o, unit.classes, top_k) for p, o in zip(done, outcomes, strict=True)]
+                yield [
+                    row_of(str(p), o, unit.classes, top_k, threshold)
+                    for p, o in zip(done, outcomes, strict=True)
+                ]
         finally:
             runner.run(chunks.aclose())
             runner.run(context.__aexit__(None, None, None))
@@ -99,7 +105,8 @@ def run_score(settings: Settings, job: ScoreJob) -> int:
         return 2
     try:
         model = served_manifest(settings)
-        classes = len(read_manifest(model).classes)
+        manifest = read_manifest(model)
+        classes = len(manifest.classes)
     except ModelRequired as e:
         print(f"error: {e.detail}", file=sys.stderr)
         return 2
@@ -107,13 +114,15 @@ def run_score(settings: Settings, job: ScoreJob) -> int:
         print(f"error: cannot read the manifest of {model}: {e}", file=sys.stderr)
         return 2
     job.top_k = min(job.top_k, classes)  # no empty label_K columns past the model's classes
+    job.threshold = manifest.labels_threshold
+    multi_label = job.threshold is not None
     if not job.resume:
         journal_path(job.out).unlink(missing_ok=True)
     done = done_rows(job.out) if job.resume else {}
     todo = [p for p in inputs if p not in done]
     summary = Summary(skipped=len(inputs) - len(todo) if not is_uri(job.source) else 0)
     job.out.parent.mkdir(parents=True, exist_ok=True)
-    journal = Journal(job.out, job.top_k)
+    journal = Journal(job.out, job.top_k, multi_label)
     started = time.perf_counter()
     terminal = sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="img", file=sys.stderr, disable=not terminal or is_uri(job.source))
@@ -136,7 +145,8 @@ def run_score(settings: Settings, job: ScoreJob) -> int:
         journal.close()
     summary.seconds = time.perf_counter() - started
     order = list(new) if is_uri(job.source) else inputs
-    write_table(job.out, [new.get(p) or done[p] for p in order if p in new or p in done], job.top_k)
+    rows = [new.get(p) or done[p] for p in order if p in new or p in done]
+    write_table(job.out, rows, job.top_k, multi_label)
     print(summary.line(), file=sys.stderr)
     return 0
 
@@ -149,7 +159,8 @@ def engine_rows(settings: Settings, job: ScoreJob, todo: list[str]) -> Iterator[
             "address": job.ray_address,
             "concurrency": job.concurrency,
             "num_gpus": job.num_gpus,
+            "threshold": job.threshold,
         }
         yield from ray_rows(settings, todo, job.top_k, **options)
     elif todo:
-        yield from local_rows(settings, todo, job.top_k)
+        yield from local_rows(settings, todo, job.top_k, job.threshold)

@@ -3,10 +3,8 @@ nothing. Every method is called on the event loop and must be cheap."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
-
-from app.core.prediction import Prediction
 
 if TYPE_CHECKING:
     from app.core.unit import ModelUnit
@@ -15,7 +13,8 @@ if TYPE_CHECKING:
 class Observer(Protocol):
     def batch_done(self, model: str, size: int, seconds: float) -> None: ...
 
-    def predicted(self, model: str, predictions: Sequence[Prediction]) -> None: ...
+    def predicted(self, model: str, labels: Iterable[str]) -> None:
+        """The labels given (a multi-label image gives those over its threshold: none, one or several)."""
 
     def model_loaded(self, unit: ModelUnit) -> None: ...
 

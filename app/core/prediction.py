@@ -22,6 +22,11 @@ class Prediction:
         ranked = sorted(zip(classes, self.probabilities, strict=True), key=lambda cp: cp[1], reverse=True)
         return ranked[: max(1, k)]
 
+    def over(self, classes: Sequence[str], threshold: float) -> list[tuple[str, float]]:
+        """Multi-label: the (class, probability) pairs over `threshold`, most likely first. Strictly over, as
+        fastai's BCEWithLogitsLossFlat decodes (`probability > thresh`), so the labels are learn.predict's."""
+        return [(c, p) for c, p in self.top(classes, len(classes)) if p > threshold]
+
 
 @dataclass(frozen=True, slots=True)
 class ItemError:

@@ -124,7 +124,7 @@ class ModelUnit:
                 inputs = [p for p in prepared if not isinstance(p, ItemError)]
                 outcomes = await self.batcher.submit(inputs, announced) if inputs else []
             if self.observer and outcomes:
-                self.observer.predicted(self.name, [o for o in outcomes if isinstance(o, Prediction)])
+                self.observer.predicted(self.name, self._labels_given(outcomes))
             answers = iter(outcomes)
             return [p if isinstance(p, ItemError) else next(answers) for p in prepared]
         finally:
@@ -194,6 +194,13 @@ class ModelUnit:
             return self.backend.prepare(load_rgb(image))
         except CoreError as e:
             return ItemError.of(e)
+
+    def _labels_given(self, outcomes: Sequence[Outcome]) -> list[str]:
+        predictions = [o for o in outcomes if isinstance(o, Prediction)]
+        threshold = self.manifest.labels_threshold
+        if threshold is None:
+            return [p.label for p in predictions]
+        return [label for p in predictions for label, _ in p.over(self.classes, threshold)]
 
     def _run_batch(self, items: Sequence[Any]) -> list[Outcome]:
         """The model thread's work for one batch: decode its small images, then the backend's forward pass."""

@@ -1,7 +1,8 @@
 """Rows of the output table, written as CSV or Parquet, with `--resume`.
 
-Columns: path, label, probability, label_2, probability_2, ... label_K, probability_K (the top-k beyond the
-first), error (the API's stable codes) and detail; a failed file has only path, error and detail. CSV cells that
+Columns: path, (for a multi-label model) labels: those over its threshold, separated by spaces, then label,
+probability, label_2, probability_2, ... label_K, probability_K (the top-k beyond the first), error (the API's stable
+codes) and detail; a failed file has only path, error and detail. CSV cells that
 a spreadsheet would run as a formula are escaped (csv_cell); Parquet holds the values as they are. While a job
 runs, finished rows are appended to OUT.partial.csv (flushed each chunk), so an interrupted job loses at most a
 chunk; at the end the output is written in input order and the journal removed. `--resume` reads both.
@@ -20,15 +21,20 @@ from app.core.prediction import ItemError, Outcome
 Row = dict[str, Any]
 
 
-def columns(top_k: int) -> list[str]:
+def columns(top_k: int, multi_label: bool = False) -> list[str]:
     extra = [c for i in range(2, top_k + 1) for c in (f"label_{i}", f"probability_{i}")]
-    return ["path", "label", "probability", *extra, "error", "detail"]
+    return ["path", *(["labels"] if multi_label else []), "label", "probability", *extra, "error", "detail"]
 
 
-def row_of(path: str, outcome: Outcome, classes: Sequence[str], top_k: int) -> Row:
+def row_of(
+    path: str, outcome: Outcome, classes: Sequence[str], top_k: int, threshold: float | None = None
+) -> Row:
+    """`threshold`: a multi-label model's; its `labels` are those over it (learn.predict's), joined by spaces."""
     if isinstance(outcome, ItemError):
         return {"path": path, "error": outcome.code, "detail": outcome.detail}
     row: Row = {"path": path}
+    if threshold is not None:
+        row["labels"] = " ".join(label for label, _ in outcome.over(classes, threshold))
     for rank, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
         row[f"label{suffix(rank)}"] = label
         row[f"probability{suffix(rank)}"] = probability
@@ -102,9 +108,9 @@ def done_rows(out: Path) -> dict[str, Row]:
 class Journal:
     """OUT.partial.csv, appended and flushed chunk by chunk."""
 
-    def __init__(self, out: Path, top_k: int) -> None:
+    def __init__(self, out: Path, top_k: int, multi_label: bool = False) -> None:
         self.path = journal_path(out)
-        self.columns = columns(top_k)
+        self.columns = columns(top_k, multi_label)
         fresh = not self.path.exists()
         self._file = self.path.open("a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, self.columns, extrasaction="ignore")
@@ -119,9 +125,9 @@ class Journal:
         self._file.close()
 
 
-def write_table(out: Path, rows: list[Row], top_k: int) -> None:
+def write_table(out: Path, rows: list[Row], top_k: int, multi_label: bool = False) -> None:
     """The whole table, atomically (written beside, then renamed into place)."""
-    names = columns(top_k)
+    names = columns(top_k, multi_label)
     staged = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".parquet":
         import pyarrow as pa

@@ -39,9 +39,10 @@ class BadRaySetup(CoreError):
 class RayScorer:
     """One model copy per Ray actor; `__call__` classifies one batch of file bytes."""
 
-    def __init__(self, settings: dict[str, Any], top_k: int) -> None:
+    def __init__(self, settings: dict[str, Any], top_k: int, threshold: float | None = None) -> None:
         self.settings = Settings(**settings)
         self.top_k = top_k
+        self.threshold = threshold  # a multi-label model's: its `labels` column
         # One event loop for the actor's life, resumed by each batch (the unit's batcher lives on it). The model
         # stays loaded until the actor's process ends: its threads are daemons, and nothing is left to flush.
         # The context is kept: collecting it would close the model.
@@ -56,10 +57,11 @@ class RayScorer:
         ]
         outcomes = self.runner.run(self.unit.classify(items))
         rows = [
-            row_of(str(p), o, self.unit.classes, self.top_k)
+            row_of(str(p), o, self.unit.classes, self.top_k, self.threshold)
             for p, o in zip(batch["path"], outcomes, strict=True)
         ]
-        return {c: np.array([r.get(c) for r in rows], dtype=object) for c in columns(self.top_k)}
+        names = columns(self.top_k, self.threshold is not None)
+        return {c: np.array([r.get(c) for r in rows], dtype=object) for c in names}
 
 
 def unreadable(paths: list[str]) -> list[Row]:
@@ -77,7 +79,7 @@ def unreadable(paths: list[str]) -> list[Row]:
 
 def ray_rows(
     settings: Settings, paths: list[str], top_k: int, address: str | None = None, concurrency: int = 1,
-    num_gpus: float = 0.0,
+    num_gpus: float = 0.0, threshold: float | None = None,
 ) -> Iterator[list[Row]]:  # fmt: skip
     import ray
 
@@ -108,7 +110,11 @@ def ray_rows(
         batch = settings.max_batch_size
         scored = dataset.map_batches(
             RayScorer,
-            fn_constructor_kwargs={"settings": settings.model_dump(exclude=set(UNSENT)), "top_k": top_k},
+            fn_constructor_kwargs={
+                "settings": settings.model_dump(exclude=set(UNSENT)),
+                "top_k": top_k,
+                "threshold": threshold,
+            },
             batch_size=min(batch, settings.max_queue),
             batch_format="numpy",
             concurrency=concurrency,

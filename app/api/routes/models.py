@@ -64,6 +64,7 @@ async def list_models(repository: RepositoryDep) -> ModelList:
                 name=name,
                 version=unit.version if unit else None,
                 arch=manifest.arch if manifest else None,
+                kind=manifest.kind if manifest else None,
                 classes=len(manifest.classes) if manifest else None,
                 accuracy=manifest.metrics.accuracy if manifest and manifest.metrics else None,
                 source=manifest.source if manifest else None,

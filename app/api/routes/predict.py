@@ -10,6 +10,7 @@ are described in OpenAPI by hand (`*_BODY`), so Swagger still offers a file pick
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -20,7 +21,7 @@ from app.api.policy import Body, Key, policy
 from app.api.schemas import BatchResponse, PredictionResponse, error_responses
 from app.api.uploads import RAW_TYPES, SeveralFiles, Upload, read_uploads
 from app.config import Settings
-from app.core.errors import TooManyFiles
+from app.core.errors import CoreError, TooManyFiles
 from app.core.prediction import ItemError, Prediction
 from app.core.repository import ModelRepository
 from app.core.unit import ModelUnit
@@ -30,6 +31,15 @@ router = APIRouter(tags=["predict"])
 TopK = Annotated[
     int | None,
     Query(ge=1, le=1000, description="how many classes to list in `top` (default: the server's TOP_K)"),
+]
+Threshold = Annotated[
+    float | None,
+    Query(
+        ge=0,
+        le=1,
+        description="multi-label models only: give the labels whose probability is over this (default: the "
+        "learner's own threshold, as learn.predict)",
+    ),
 ]
 ModelName = Annotated[str, Path(description="a model's name, as listed by GET /models")]
 
@@ -90,10 +100,47 @@ def resolve(repository: ModelRepository, name: str | None) -> ModelUnit:
     return repository.get(name) if name is not None else repository.default()
 
 
-def answer(prediction: Prediction, classes: Sequence[str], k: int) -> dict[str, Any]:
+class ThresholdUnsupported(CoreError):
+    code = "bad_request"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How one request reads a model's predictions: its classes, how many to list, and (multi-label) the threshold
+    over which a label is given."""
+
+    kind: str
+    classes: Sequence[str]
+    k: int
+    threshold: float | None
+
+    @classmethod
+    def of(cls, unit: ModelUnit, settings: Settings, top_k: int | None, threshold: float | None) -> Reading:
+        manifest = unit.manifest
+        if not manifest.multi_label:
+            if threshold is not None:
+                raise ThresholdUnsupported(
+                    f"threshold applies to multi-label models; {unit.name} is a {manifest.kind} (its answer is "
+                    "its most likely class)"
+                )
+            return cls(manifest.kind, unit.classes, top_k or settings.top_k, None)
+        given = threshold if threshold is not None else manifest.labels_threshold
+        return cls(manifest.kind, unit.classes, top_k or len(unit.classes), given)
+
+
+def answer(prediction: Prediction, reading: Reading) -> dict[str, Any]:
     """The JSON of one prediction (PredictionResponse's shape, built without a model object on the hot path)."""
-    top = [{"label": c, "probability": p} for c, p in prediction.top(classes, k)]
-    return {"label": prediction.label, "probability": prediction.probability, "top": top}
+    top = [{"label": c, "probability": p} for c, p in prediction.top(reading.classes, reading.k)]
+    body = {
+        "kind": reading.kind,
+        "label": prediction.label,
+        "probability": prediction.probability,
+        "top": top,
+    }
+    if reading.threshold is not None:
+        over = prediction.over(reading.classes, reading.threshold)
+        body |= {"labels": [{"label": c, "probability": p} for c, p in over], "threshold": reading.threshold}
+    return body
 
 
 async def uploads_of(request: Request, field: str, settings: Settings, raw: bool) -> list[Upload]:
@@ -102,8 +149,13 @@ async def uploads_of(request: Request, field: str, settings: Settings, raw: bool
 
 
 async def predict_one(
-    request: Request, repository: ModelRepository, name: str | None, settings: Settings, top_k: int | None
+    request: Request,
+    repository: ModelRepository,
+    name: str | None,
+    top_k: int | None,
+    threshold: float | None,
 ) -> JSONResponse:
+    settings: Settings = request.state.settings
     resolve(repository, name)  # an unknown model is a 404 before the body is read
     uploads = await uploads_of(request, "file", settings, raw=True)
     if len(uploads) > 1:  # never drop files silently
@@ -114,27 +166,33 @@ async def predict_one(
         )
     [upload] = uploads
     unit = resolve(repository, name)  # again, after the await: requests start on the current version
+    reading = Reading.of(unit, settings, top_k, threshold)
     [outcome] = await unit.classify([upload.data])
     headers = model_headers(unit)
     if isinstance(outcome, ItemError):
         return item_error(request.scope, outcome, headers)
-    return JSONResponse(answer(outcome, unit.classes, top_k or settings.top_k), headers=headers)
+    return JSONResponse(answer(outcome, reading), headers=headers)
 
 
 async def predict_many(
-    request: Request, repository: ModelRepository, name: str | None, settings: Settings, top_k: int | None
+    request: Request,
+    repository: ModelRepository,
+    name: str | None,
+    top_k: int | None,
+    threshold: float | None,
 ) -> JSONResponse:
+    settings: Settings = request.state.settings
     resolve(repository, name)
     uploads = await uploads_of(request, "files", settings, raw=False)
     if len(uploads) > settings.max_files:
         raise TooManyFiles(f"{len(uploads)} files sent; the limit is {settings.max_files} per request.")
     unit = resolve(repository, name)
+    reading = Reading.of(unit, settings, top_k, threshold)
     outcomes = await unit.classify([u.data for u in uploads])
-    k = top_k or settings.top_k
     results = [
         {"filename": u.filename, "error": {"code": o.code, "detail": o.detail}}
         if isinstance(o, ItemError)
-        else {"filename": u.filename, **answer(o, unit.classes, k)}
+        else {"filename": u.filename, **answer(o, reading)}
         for u, o in zip(uploads, outcomes, strict=True)
     ]
     return JSONResponse({"results": results}, headers=model_headers(unit))
@@ -146,23 +204,27 @@ async def predict_many(
 
 @router.post("/predict", summary="Classify one image with the default model", **SINGLE)
 @policy(Key.API, Body.SINGLE)
-async def predict(request: Request, top_k: TopK = None) -> JSONResponse:
-    return await predict_one(request, request.state.repository, None, request.state.settings, top_k)
+async def predict(request: Request, top_k: TopK = None, threshold: Threshold = None) -> JSONResponse:
+    return await predict_one(request, request.state.repository, None, top_k, threshold)
 
 
 @router.post("/predict/batch", summary="Classify several images with the default model", **BATCH)
 @policy(Key.API, Body.REQUEST)
-async def predict_batch(request: Request, top_k: TopK = None) -> JSONResponse:
-    return await predict_many(request, request.state.repository, None, request.state.settings, top_k)
+async def predict_batch(request: Request, top_k: TopK = None, threshold: Threshold = None) -> JSONResponse:
+    return await predict_many(request, request.state.repository, None, top_k, threshold)
 
 
 @router.post("/models/{name}/predict", summary="Classify one image with the named model", **SINGLE)
 @policy(Key.API, Body.SINGLE)
-async def predict_with(name: ModelName, request: Request, top_k: TopK = None) -> JSONResponse:
-    return await predict_one(request, request.state.repository, name, request.state.settings, top_k)
+async def predict_with(
+    name: ModelName, request: Request, top_k: TopK = None, threshold: Threshold = None
+) -> JSONResponse:
+    return await predict_one(request, request.state.repository, name, top_k, threshold)
 
 
 @router.post("/models/{name}/predict/batch", summary="Classify several images with the named model", **BATCH)
 @policy(Key.API, Body.REQUEST)
-async def predict_batch_with(name: ModelName, request: Request, top_k: TopK = None) -> JSONResponse:
-    return await predict_many(request, request.state.repository, name, request.state.settings, top_k)
+async def predict_batch_with(
+    name: ModelName, request: Request, top_k: TopK = None, threshold: Threshold = None
+) -> JSONResponse:
+    return await predict_many(request, request.state.repository, name, top_k, threshold)

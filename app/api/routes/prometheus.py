@@ -23,7 +23,7 @@ DESCRIPTION = """Prometheus text format. Besides the usual `process_*` and `pyth
 | `learnserve_inference_seconds` | histogram | `model`: seconds per forward pass |
 | `learnserve_queue_depth` | gauge | `model`: images queued or in the running batch |
 | `learnserve_model_load_seconds` | gauge | `model`: seconds to verify, load and warm its current version |
-| `learnserve_model_info` | gauge (1) | `model`, `version`, `sha256`, `arch`, `backend`, `device`, `classes` |
+| `learnserve_model_info` | gauge (1) | `model`, `version`, `sha256`, `arch`, `backend`, `device`, `classes`, `kind` |
 | `learnserve_model_reload_failures_total` | counter | `model`: files that failed verification or loading |
 | `learnserve_server_errors_total` | counter | `route`: requests that failed with a server fault (500 `internal_error`, logged with the request ID) |
 """

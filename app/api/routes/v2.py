@@ -168,7 +168,9 @@ async def version_ready(
 
 
 def metadata_of(unit: ModelUnit) -> oip.ModelMetadata:
-    return oip.model_metadata(unit.name, unit.version, unit.backend.kind, unit.classes)
+    return oip.model_metadata(
+        unit.name, unit.version, unit.backend.kind, unit.classes, unit.manifest.multi_label
+    )
 
 
 METADATA: dict[str, Any] = {"response_model_exclude_none": True, "responses": error_responses(404)}
@@ -202,11 +204,12 @@ async def infer_with(
     scope: Scope, repository: ModelRepository, name: str, version: str | None, body: oip.InferenceRequest,
     max_bytes: int, max_files: int,
 ) -> Response:  # fmt: skip
-    served(repository, name, version)
+    manifest = served(repository, name, version).manifest
     elements = oip.image_elements(body, max_files)
-    oip.requested_outputs(body)  # reject unknown outputs before running the model
+    oip.requested_outputs(body, manifest.multi_label)  # reject unknown outputs before running the model
     items = elements_to_items(elements, max_bytes)
     unit = served(repository, name, version)
+    threshold = oip.threshold_of(body, unit.manifest.labels_threshold)
     outcomes = await unit.classify(items)
     headers = {"X-Model-Name": unit.name, "X-Model-Version": unit.version}
     for i, outcome in enumerate(outcomes):
@@ -216,7 +219,7 @@ async def infer_with(
             )
             return item_error(scope, outcome, headers, detail)
     predictions = [o for o in outcomes if isinstance(o, Prediction)]
-    answer = oip.inference_response(unit.name, unit.version, body, predictions, len(unit.classes))
+    answer = oip.inference_response(unit.name, unit.version, body, predictions, len(unit.classes), threshold)
     return JSONResponse(answer.model_dump(exclude_none=True), headers=headers)
 
 

@@ -60,7 +60,9 @@ class FastaiBackend:
         self.input_size = input_size
         self.classes: list[str] = [str(c) for c in dls.vocab]
         if int(getattr(dls, "c", len(self.classes))) != len(self.classes):
-            raise ModelLoadError("only single-label classifiers are supported (the vocab and outputs differ)")
+            raise ModelLoadError(
+                "the learner's vocab and its number of outputs differ: not a classifier served here"
+            )
         self.model = learn.model.eval().to(device)
         if device.type != "cpu":
             dls.to(device)  # moves the batch transforms' tensors (Normalize stats) too

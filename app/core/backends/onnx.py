@@ -29,6 +29,12 @@ class OnnxBackend:
         manifest = file.manifest
         if manifest.onnx is None:
             raise ModelLoadError(f"{file.path}: the manifest has no onnx section")
+        expected = "sigmoid" if manifest.multi_label else "softmax"
+        if manifest.onnx.activation != expected:
+            raise ModelLoadError(
+                f"{file.path}: the graph applies a {manifest.onnx.activation}, but a {manifest.kind} needs a "
+                f"{expected}; export it again with `python -m training export-onnx`"
+            )
         self.session = session
         self.classes = list(manifest.classes)
         self.input_size = manifest.preprocessing.size
