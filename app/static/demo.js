@@ -1,4 +1,6 @@
 // The demo page: choose, drop or paste an image; POST it to the model; draw the top classes as bars.
+// A multi-label model's answer lists every label: its labels over the threshold are shown as chips, and the
+// threshold slider re-reads the same answer (strictly over, as learn.predict decodes) without asking again.
 // With several models, a picker chooses which (GET /models; POST /models/{name}/predict).
 // Every string from the server or the user goes into the page as text (textContent), never as markup.
 "use strict";
@@ -7,6 +9,8 @@
   const $ = (id) => document.getElementById(id);
   let apiKey = ""; // typed by the user when the server asks; kept in this variable only
   let topK = 5;
+  let multiLabel = null; // { threshold } for a multi-label model, else null
+  let lastAnswer = null;
   let waitingFile = null; // an image chosen before the key was given
   let model = null; // the chosen model's name; null: the server's default model
 
@@ -100,7 +104,10 @@
     $("model-arch").textContent = model.arch || "–";
     $("model-device").textContent = (body.runtime && body.runtime.device) || "–";
     document.title = `${model.name || "model"} · learnserve`;
-    topK = Math.max(1, Math.min(5, classes.length || 5));
+    multiLabel = model.kind === "multi-label classifier" ? { threshold: Number(model.threshold ?? 0.5) } : null;
+    topK = multiLabel ? Math.max(1, classes.length) : Math.max(1, Math.min(5, classes.length || 5));
+    $("threshold-row").hidden = !multiLabel;
+    if (multiLabel) setThreshold(multiLabel.threshold);
     $("key-panel").hidden = true;
     return true;
   }
@@ -152,9 +159,35 @@
     $("label").textContent = "–";
     $("confidence").textContent = message;
     $("bars").replaceChildren();
+    $("chips").replaceChildren();
+    $("chips").hidden = true;
+    lastAnswer = null;
+  }
+
+  function setThreshold(value) {
+    $("threshold").value = String(value);
+    $("threshold-value").textContent = `${Math.round(value * 100)}%`;
+  }
+
+  function chip(row) {
+    const item = document.createElement("li");
+    item.className = "chip";
+    item.textContent = `${row.label} · ${percent(row.probability)}`;
+    return item;
   }
 
   function showResult(result) {
+    lastAnswer = result;
+    if (multiLabel && Array.isArray(result.top)) {
+      const threshold = Number($("threshold").value);
+      const over = result.top.filter((row) => row.probability > threshold);
+      $("label").textContent = over.length ? over.map((row) => row.label).join(" · ") : "no label";
+      $("confidence").textContent = `${over.length} of ${result.top.length} labels over ${Math.round(threshold * 100)}%`;
+      $("chips").replaceChildren(...over.map(chip));
+      $("chips").hidden = over.length === 0;
+      $("bars").replaceChildren(...result.top.map((row) => bar(row, row.probability > threshold)));
+      return;
+    }
     $("label").textContent = result.label;
     $("confidence").textContent = `${percent(result.probability)} probability`;
     $("bars").replaceChildren(...result.top.map((row, i) => bar(row, i === 0)));
@@ -256,6 +289,11 @@
       }
     });
   }
+
+  $("threshold").addEventListener("input", (event) => {
+    setThreshold(Number(event.target.value));
+    if (lastAnswer) showResult(lastAnswer);
+  });
 
   $("model-picker").addEventListener("change", (event) => {
     model = event.target.value;
