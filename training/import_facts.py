@@ -10,9 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from training.manifest import MULTI_LABEL, RESAMPLES, SINGLE_LABEL, Manifest, Normalization
+from training.manifest import (
+    MULTI_LABEL,
+    POINTS,
+    REGRESSION,
+    RESAMPLES,
+    SINGLE_LABEL,
+    Manifest,
+    Normalization,
+)
 
-SERVED = "only single-label and multi-label classifiers are served"
+SERVED = "single-label and multi-label classifiers, regression and key points are served"
 
 
 class NotServable(ValueError):
@@ -47,13 +55,40 @@ def learner_kind(learn: Any) -> str:
                 f"(fastai's BCEWithLogitsLossFlat has one, `thresh`): {SERVED}"
             )
         return MULTI_LABEL
+    if "RegressionSetup" in targets:
+        return REGRESSION
+    if "PointScaler" in _item_transforms(learn) or "TensorPoint" in targets:
+        return POINTS
     if "Categorize" not in targets:
         raise NotServable(
-            f"not a classifier (its targets go through {', '.join(targets) or 'nothing'}, no Categorize): {SERVED}"
+            f"not a kind served here (its targets go through {', '.join(targets) or 'nothing'}; segmentation "
+            f"(MaskBlock) is not served yet): {SERVED}"
         )
     if "BCEWithLogits" in loss:
         raise NotServable(f"a single-label target (Categorize) with a multi-label loss ({loss}): {SERVED}")
     return SINGLE_LABEL
+
+
+def _item_transforms(learn: Any) -> list[str]:
+    return [type(t).__name__ for t in learn.dls.valid.after_item.fs]
+
+
+def outputs_of(learn: Any, kind: str) -> list[str]:
+    """The names of the model's outputs (the manifest's `classes`): a classifier's vocab; for regression value_1..N
+    and for key points point_1..P, counted from the model's own output on one blank input."""
+    if kind in (SINGLE_LABEL, MULTI_LABEL):
+        return [str(c) for c in learn.dls.vocab]
+    import torch
+
+    size = input_size_of(learn)
+    model = learn.model.eval()
+    with torch.inference_mode():
+        n = int(model(torch.zeros(1, 3, size, size)).reshape(1, -1).shape[1])
+    if kind == POINTS:
+        if n % 2:
+            raise NotServable(f"a key point learner whose model gives {n} values, not (x, y) pairs: {SERVED}")
+        return [f"point_{i}" for i in range(1, n // 2 + 1)]
+    return [f"value_{i}" for i in range(1, n + 1)]
 
 
 def threshold_of(learn: Any) -> float | None:
@@ -110,7 +145,7 @@ def facts_of(learn: Any) -> LearnerFacts:
     return LearnerFacts(
         kind=kind,
         threshold=threshold_of(learn) if kind == MULTI_LABEL else None,
-        classes=[str(c) for c in learn.dls.vocab],
+        classes=outputs_of(learn, kind),
         input_size=input_size_of(learn),
         resize=resize_of(learn),
         normalize=normalization_of(learn),

@@ -18,11 +18,16 @@ MANIFEST_VERSION = 1
 
 # What a learner predicts, read from its target blocks and its loss; the answers' shape follows from it.
 # single-label: CategoryBlock, CrossEntropyLossFlat (softmax, one label);
-# multi-label: MultiCategoryBlock, BCEWithLogitsLossFlat (sigmoid, every label over its threshold).
-Kind = Literal["single-label classifier", "multi-label classifier"]
+# multi-label: MultiCategoryBlock, BCEWithLogitsLossFlat (sigmoid, every label over its threshold);
+# regression: RegressionBlock, MSELossFlat (the model's outputs as they are, one value each);
+# key points: PointBlock, MSELossFlat (x, y pairs scaled to -1..1 across the model's input, as PointScaler does).
+Kind = Literal["single-label classifier", "multi-label classifier", "regression", "key points"]
 SINGLE_LABEL: Kind = "single-label classifier"
 MULTI_LABEL: Kind = "multi-label classifier"
-KINDS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL)
+REGRESSION: Kind = "regression"
+POINTS: Kind = "key points"
+KINDS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL, REGRESSION, POINTS)
+CLASSIFIERS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL)
 
 
 class Normalization(BaseModel):
@@ -62,8 +67,13 @@ class OnnxExport(BaseModel):
     sha256: str
     opset: int
     input: TensorSpec = Field(description="the preprocessed batch: float32 [N, 3, size, size]")
-    output: TensorSpec = Field(description="class probabilities (the activation is inside the graph)")
-    activation: str = Field("softmax", description="applied inside the graph to learn.model's output")
+    output: TensorSpec = Field(
+        description="class probabilities (the activation is inside the graph); a regression's values; key points' "
+        "x, y pairs in -1..1 (named `probabilities` whatever the kind)"
+    )
+    activation: str = Field(
+        "softmax", description="applied inside the graph to learn.model's output: softmax, sigmoid or none"
+    )
     max_abs_diff: float = Field(
         description="largest |probability difference| to learn.model measured at export"
     )
@@ -151,7 +161,10 @@ class Manifest(BaseModel):
         description="multi-label: a label is given when its probability is over this (the learner's own "
         "loss_func.thresh, as learn.predict decodes); other kinds: none",
     )
-    classes: list[str] = Field(description="labels in the model's output order (the learner's vocab)")
+    classes: list[str] = Field(
+        description="the names of the model's outputs, in order: a classifier's labels (the learner's vocab); a "
+        "regression's value names (value_1, ... unless training named them); the key points' names (point_1, ...)"
+    )
     arch: str
     input_size: int
     preprocessing: Preprocessing
@@ -203,6 +216,10 @@ class Manifest(BaseModel):
         return self.kind == MULTI_LABEL
 
     @property
+    def classifier(self) -> bool:
+        return self.kind in CLASSIFIERS
+
+    @property
     def labels_threshold(self) -> float | None:
         """Multi-label: the probability its labels are given over (the learner's own; fastai's default 0.5 when a
         manifest lacks it); single-label: None."""
@@ -248,7 +265,7 @@ def item_pipeline(item_tfms: Any) -> dict[str, Any]:
                 )
             spec |= {"resize_method": str(tfm.method), "size": int(width), "pad_mode": str(tfm.pad_mode),
                      "resample": RESAMPLES[tfm.mode]}  # fmt: skip
-        elif name != "ToTensor":
+        elif name not in ("ToTensor", "PointScaler"):  # PointScaler only reads an image's size (key points)
             raise ValueError(f"the item transform {name} is not understood")
     if "size" not in spec:
         raise ValueError("the learner has no Resize item transform: its input size is not fixed")

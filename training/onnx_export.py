@@ -24,6 +24,9 @@ from training.errors import TrainingError
 from training.loading import load_verified
 from training.manifest import (
     MULTI_LABEL,
+    POINTS,
+    REGRESSION,
+    SINGLE_LABEL,
     Manifest,
     Normalization,
     OnnxExport,
@@ -68,11 +71,18 @@ def preprocessing_of(learn: Any, manifest: Manifest) -> Preprocessing:
     return Preprocessing(**spec)
 
 
-ACTIVATIONS: dict[str, Any] = {"softmax": lambda x: torch.softmax(x, dim=1), "sigmoid": torch.sigmoid}
+ACTIVATIONS: dict[str, Any] = {
+    "softmax": lambda x: torch.softmax(x, dim=1),
+    "sigmoid": torch.sigmoid,
+    "none": lambda x: (
+        x
+    ),  # regression, key points: the model's outputs as they are (MSELossFlat has no activation)
+}
+KIND_ACTIVATION = {SINGLE_LABEL: "softmax", MULTI_LABEL: "sigmoid", REGRESSION: "none", POINTS: "none"}
 
 
 class WithActivation(nn.Module):
-    """learn.model followed by its loss's activation: softmax (single-label) or sigmoid (multi-label)."""
+    """learn.model followed by its loss's activation: softmax (single-label), sigmoid (multi-label) or none."""
 
     def __init__(self, model: nn.Module, activation: str) -> None:
         super().__init__()
@@ -80,19 +90,21 @@ class WithActivation(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x)
-        return torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
+        outputs = self.model(x)
+        if self.activation == "sigmoid":
+            return torch.sigmoid(outputs)
+        return torch.softmax(outputs, dim=1) if self.activation == "softmax" else outputs
 
 
 def activation_of(learn: Any, manifest: Manifest, size: int) -> str:
-    """The activation the learner's loss applies (what learn.predict's probabilities went through), checked on
-    random logits against the one its kind expects: softmax for single-label, sigmoid for multi-label."""
-    expected = "sigmoid" if manifest.kind == MULTI_LABEL else "softmax"
+    """The activation the learner's loss applies (what learn.predict's outputs went through), checked on random
+    logits against the one its kind expects: softmax for single-label, sigmoid for multi-label, none otherwise."""
+    expected = KIND_ACTIVATION[manifest.kind]
     activation = getattr(learn.loss_func, "activation", None)
     logits = learn.model.eval()(torch.randn(2, 3, size, size))
     if activation is None or not torch.allclose(activation(logits), ACTIVATIONS[expected](logits), atol=1e-6):
         raise TrainingError(
-            f"the loss {type(learn.loss_func).__name__} does not apply a {expected}, as a {manifest.kind} does: "
+            f"the loss {type(learn.loss_func).__name__} does not apply {expected}, as a {manifest.kind}'s does: "
             "it cannot be exported; serve the .pkl"
         )
     return expected
@@ -124,12 +136,13 @@ def export_onnx(model: Path, out: Path | None = None) -> Manifest:
         staged.chmod(0o644)
         os.replace(staged, out)
     manifest.preprocessing = spec
+    n_outputs = len(manifest.classes) * (2 if manifest.kind == POINTS else 1)  # key points: (x, y) each
     manifest.onnx = OnnxExport(
         file=out.name,
         sha256=sha256_file(out),
         opset=OPSET,
         input=TensorSpec(name="input", shape=[-1, 3, size, size], dtype="float32"),
-        output=TensorSpec(name="probabilities", shape=[-1, len(manifest.classes)], dtype="float32"),
+        output=TensorSpec(name="probabilities", shape=[-1, n_outputs], dtype="float32"),
         activation=activation,
         max_abs_diff=diff,
     )

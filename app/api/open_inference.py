@@ -5,7 +5,8 @@ One input, `image`: BYTES, shape [N], each element an image file encoded as base
 bytes). Outputs: `probabilities` FP32 [N, classes] in the order of /metadata's `classes` (softmax; a multi-label
 model's are each label's own sigmoid), `label` BYTES [N] (the most likely class) and, for a multi-label model,
 `labels` BOOL [N, classes]: the labels over the threshold (learn.predict's mask; the request's
-`parameters.threshold`, else the learner's own).
+`parameters.threshold`, else the learner's own). A regression answers `values` FP32 [N, values]; a key point model
+`points` FP32 [N, points, 2], (x, y) in the pixels of the uploaded image.
 Binary tensor data (the Triton extension) is not supported: clients send JSON (tritonclient: binary_data=False).
 
 A body is parsed under a memory charge (`parsed_bytes`): JSON expands (a 2-byte `{}` becomes a 64-byte dict and
@@ -23,12 +24,16 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.core.errors import CoreError, FileTooLarge, TooManyFiles
-from app.core.prediction import Prediction
+from app.core.prediction import Answer, Points, Prediction, Values
 
 INPUT = "image"
-PROBABILITIES, LABEL, LABELS = "probabilities", "label", "labels"
-SINGLE_OUTPUTS = (PROBABILITIES, LABEL)
-MULTI_OUTPUTS = (PROBABILITIES, LABEL, LABELS)
+PROBABILITIES, LABEL, LABELS, VALUES, POINTS = "probabilities", "label", "labels", "values", "points"
+OUTPUTS = {  # each kind's outputs
+    "single-label classifier": (PROBABILITIES, LABEL),
+    "multi-label classifier": (PROBABILITIES, LABEL, LABELS),
+    "regression": (VALUES,),
+    "key points": (POINTS,),
+}
 
 Parameters = dict[str, Any]
 
@@ -153,20 +158,19 @@ class InferenceResponse(BaseModel):
 
 
 def model_metadata(
-    name: str, version: str, platform: str, classes: Sequence[str], multi_label: bool
+    name: str, version: str, platform: str, classes: Sequence[str], kind: str
 ) -> ModelMetadata:
-    outputs = [
-        TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, len(classes)]),
-        TensorMetadata(name=LABEL, datatype="BYTES", shape=[-1]),
-    ]
-    if multi_label:
-        outputs.append(TensorMetadata(name=LABELS, datatype="BOOL", shape=[-1, len(classes)]))
+    n = len(classes)
+    shapes = {
+        PROBABILITIES: ("FP32", [-1, n]), LABEL: ("BYTES", [-1]), LABELS: ("BOOL", [-1, n]),
+        VALUES: ("FP32", [-1, n]), POINTS: ("FP32", [-1, n, 2]),
+    }  # fmt: skip
     return ModelMetadata(
         name=name,
         versions=[version],
         platform=platform,
         inputs=[TensorMetadata(name=INPUT, datatype="BYTES", shape=[-1])],
-        outputs=outputs,
+        outputs=[TensorMetadata(name=o, datatype=shapes[o][0], shape=shapes[o][1]) for o in OUTPUTS[kind]],
     )
 
 
@@ -221,8 +225,8 @@ def decode_element(index: int, element: str, max_bytes: int) -> bytes:
     return data
 
 
-def requested_outputs(request: InferenceRequest, multi_label: bool) -> list[str]:
-    known = MULTI_OUTPUTS if multi_label else SINGLE_OUTPUTS
+def requested_outputs(request: InferenceRequest, kind: str) -> list[str]:
+    known = OUTPUTS[kind]
     if request.outputs is None:
         return list(known)
     names = [o.name for o in request.outputs]
@@ -235,27 +239,37 @@ def inference_response(
     model_name: str,
     version: str,
     request: InferenceRequest,
-    predictions: Sequence[Prediction],
-    n_classes: int,
+    answers: Sequence[Answer],
+    kind: str,
+    n_outputs: int,
     threshold: float | None,
 ) -> InferenceResponse:
-    """`threshold`: a multi-label model's (the `labels` output), None for a single-label one."""
-    n = len(predictions)
+    """`threshold`: a multi-label model's (the `labels` output); `n_outputs`: its classes, values or points."""
+    n = len(answers)
+    predictions = [a for a in answers if isinstance(a, Prediction)]
     outputs = {
         PROBABILITIES: lambda: ResponseOutput(
-            name=PROBABILITIES, datatype="FP32", shape=[n, n_classes],
+            name=PROBABILITIES, datatype="FP32", shape=[n, n_outputs],
             data=[p for prediction in predictions for p in prediction.probabilities],
         ),
         LABEL: lambda: ResponseOutput(name=LABEL, datatype="BYTES", shape=[n], data=[p.label for p in predictions]),
         LABELS: lambda: ResponseOutput(
-            name=LABELS, datatype="BOOL", shape=[n, n_classes],
+            name=LABELS, datatype="BOOL", shape=[n, n_outputs],
             data=[p > (threshold or 0.0) for prediction in predictions for p in prediction.probabilities],
             parameters={"threshold": threshold},
+        ),
+        VALUES: lambda: ResponseOutput(
+            name=VALUES, datatype="FP32", shape=[n, n_outputs],
+            data=[v for a in answers if isinstance(a, Values) for v in a.values],
+        ),
+        POINTS: lambda: ResponseOutput(
+            name=POINTS, datatype="FP32", shape=[n, n_outputs, 2],
+            data=[c for a in answers if isinstance(a, Points) for point in a.points for c in point],
         ),
     }  # fmt: skip
     return InferenceResponse(
         model_name=model_name,
         model_version=version,
         id=request.id,
-        outputs=[outputs[name]() for name in requested_outputs(request, threshold is not None)],
+        outputs=[outputs[name]() for name in requested_outputs(request, kind)],
     )

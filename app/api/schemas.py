@@ -74,7 +74,47 @@ class MultiLabelAnswer(BaseModel):
     }
 
 
-PredictionResponse = Annotated[SingleLabelAnswer | MultiLabelAnswer, Field(discriminator="kind")]
+class NamedValue(BaseModel):
+    name: str
+    value: float
+
+
+class RegressionAnswer(BaseModel):
+    kind: Literal["regression"] = Field(description="what the model predicts: numbers")
+    values: list[NamedValue] = Field(
+        description="the model's values in order, named as in the manifest's classes"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"kind": "regression", "values": [{"name": "value_1", "value": 23.5}]}]
+        }
+    }
+
+
+class NamedPoint(BaseModel):
+    name: str
+    x: float = Field(description="from the uploaded image's left edge, in its pixels")
+    y: float = Field(description="from its top edge, in its pixels")
+
+
+class PointsAnswer(BaseModel):
+    kind: Literal["key points"] = Field(description="what the model predicts: (x, y) points on the image")
+    points: list[NamedPoint] = Field(
+        description="the model's points in order, in the uploaded image's own pixels (learn.predict's, which are "
+        "in the resized input's, mapped back through the learner's Resize)"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"kind": "key points", "points": [{"name": "point_1", "x": 312.4, "y": 190.8}]}]
+        }
+    }
+
+
+PredictionResponse = Annotated[
+    SingleLabelAnswer | MultiLabelAnswer | RegressionAnswer | PointsAnswer, Field(discriminator="kind")
+]
 
 
 class SingleLabelFile(SingleLabelAnswer):
@@ -82,6 +122,14 @@ class SingleLabelFile(SingleLabelAnswer):
 
 
 class MultiLabelFile(MultiLabelAnswer):
+    filename: str = Field(description="the uploaded file's name, sanitised")
+
+
+class RegressionFile(RegressionAnswer):
+    filename: str = Field(description="the uploaded file's name, sanitised")
+
+
+class PointsFile(PointsAnswer):
     filename: str = Field(description="the uploaded file's name, sanitised")
 
 
@@ -96,7 +144,7 @@ class BatchError(BaseModel):
 
 
 class BatchResponse(BaseModel):
-    results: list[SingleLabelFile | MultiLabelFile | BatchError] = Field(
+    results: list[SingleLabelFile | MultiLabelFile | RegressionFile | PointsFile | BatchError] = Field(
         description="one entry per uploaded file, in upload order"
     )
 
@@ -135,7 +183,9 @@ class ModelSummary(BaseModel):
         "null if not loaded"
     )
     arch: str | None
-    kind: str | None = Field(None, description="single-label classifier or multi-label classifier")
+    kind: str | None = Field(
+        None, description="single-label classifier, multi-label classifier, regression or key points"
+    )
     classes: int | None = Field(description="number of classes")
     accuracy: float | None = Field(
         description="validation accuracy recorded at training (or measured by import --data); null if none"

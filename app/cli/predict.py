@@ -33,8 +33,11 @@ def collect(paths: list[Path]) -> list[Path]:
     return found
 
 
-async def predict_rows(settings: Settings, files: list[Path], top_k: int, keep_going: bool) -> list[Row]:
-    """One row per file (scoring's row shape), in order; without `keep_going`, up to the first failure."""
+async def predict_rows(
+    settings: Settings, files: list[Path], top_k: int, keep_going: bool
+) -> tuple[list[Row], list[str]]:
+    """One row per file (scoring's row shape), in order, and the table's columns for the model's kind; without
+    `keep_going`, up to the first failure."""
     from tqdm import tqdm
 
     rows: list[Row] = []
@@ -43,22 +46,30 @@ async def predict_rows(settings: Settings, files: list[Path], top_k: int, keep_g
     )
     async with open_model(settings) as unit:
         k = min(top_k, len(unit.classes))
-        threshold = unit.manifest.labels_threshold
+        manifest = unit.manifest
+        names = columns(k, manifest.kind, manifest.classes)
         async for paths, outcomes in classify_files(unit, files, settings.max_upload_bytes):
             for path, outcome in zip(paths, outcomes, strict=True):
-                rows.append(row_of(str(path), outcome, unit.classes, k, threshold))
+                rows.append(row_of(str(path), outcome, unit.classes, k, manifest.labels_threshold))
                 if isinstance(outcome, ItemError) and not keep_going:
                     bar.close()
-                    return rows
+                    return rows, names
             bar.update(len(paths))
     bar.close()
-    return rows
+    return rows, names
 
 
-def as_json(row: Row) -> dict[str, Any]:
-    """The API's shapes: a prediction with `top`, or `error: {code, detail}`."""
+def outputs(row: Row, names: list[str]) -> list[str]:
+    """A regression's or key points' output columns present in a row (everything but path, error, detail)."""
+    return [n for n in names if n in row and n not in ("path", "error", "detail")]
+
+
+def as_json(row: Row, names: list[str]) -> dict[str, Any]:
+    """The API's shapes: a prediction with `top` (and `labels`), values, points, or `error: {code, detail}`."""
     if "error" in row:
         return {"path": row["path"], "error": {"code": row["error"], "detail": row["detail"]}}
+    if "label" not in row:  # regression or key points: the output columns, by name
+        return {"path": row["path"], "values": {n: round(row[n], 6) for n in outputs(row, names)}}
     top = [{"label": label, "probability": round(p, 6)} for label, p in ranked(row)]
     labels = {"labels": row["labels"].split()} if "labels" in row else {}
     return {
@@ -70,32 +81,38 @@ def as_json(row: Row) -> dict[str, Any]:
     }
 
 
-def write(rows: list[Row], fmt: str, top_k: int, out: TextIO) -> None:
+def write(rows: list[Row], fmt: str, names: list[str], out: TextIO) -> None:
     if fmt == "json":
-        json.dump([as_json(r) for r in rows], out, indent=2)
+        json.dump([as_json(r, names) for r in rows], out, indent=2)
         out.write("\n")
     elif fmt == "csv":
-        multi_label = any("labels" in r for r in rows)
-        writer = csv.DictWriter(out, columns(top_k, multi_label), extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(out, names, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(csv_row(r) for r in rows)
     else:
-        out.write(table(rows))
+        out.write(table(rows, names))
 
 
-def table(rows: list[Row]) -> str:
-    """Aligned columns: path, label, probability, then the other top classes or the error."""
+def table(rows: list[Row], names: list[str]) -> str:
+    """Aligned columns: path, label (or labels), probability, then the other classes, the outputs or the error."""
     cells = []
     for r in rows:
         if "error" in r:
             cells.append((r["path"], "-", "-", f"error: {r['error']} ({r['detail']})"))
+        elif "label" not in r:  # regression or key points
+            cells.append((r["path"], "-", "-", ", ".join(f"{n} {r[n]:.4g}" for n in outputs(r, names))))
         elif "labels" in r:  # multi-label: the labels over the threshold, then every label's probability
             every = ", ".join(f"{label} {p:.3f}" for label, p in ranked(r))
             cells.append((r["path"], r["labels"] or "(none)", f"{r['probability']:.4f}", every))
         else:
             others = ", ".join(f"{label} {p:.3f}" for label, p in ranked(r)[1:])
             cells.append((r["path"], str(r["label"]), f"{r['probability']:.4f}", others))
-    header = ("path", "labels" if any("labels" in r for r in rows) else "label", "prob", "top")
+    header = (
+        "path",
+        "labels" if "labels" in names else "label",
+        "prob",
+        "top" if "label" in names else "outputs",
+    )
     widths = [max(len(row[i]) for row in [header, *cells]) for i in range(3)]
     lines = [
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip()
@@ -122,9 +139,8 @@ def run_predict(
         )
         return 2
     k = top_k or settings.top_k
-    rows = asyncio.run(predict_rows(settings, files, k, keep_going))
-    width = max((len(ranked(r)) for r in rows), default=1)
-    write(rows, fmt, width, sys.stdout)
+    rows, names = asyncio.run(predict_rows(settings, files, k, keep_going))
+    write(rows, fmt, names, sys.stdout)
     failed = sum("error" in r for r in rows)
     if failed and not keep_going:
         print(f"error: stopped at {rows[-1]['path']}: {rows[-1]['detail']} (--keep-going tries every file)",

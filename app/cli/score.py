@@ -16,7 +16,7 @@ from app.config import Settings
 from app.core.errors import CoreError, ModelRequired
 from app.core.files import classify_files
 from app.core.repository import open_model
-from app.scoring.output import Journal, Row, done_rows, journal_path, row_of, write_table
+from app.scoring.output import Journal, Row, columns, done_rows, journal_path, row_of, write_table
 from app.scoring.sources import BadSource, is_uri, list_inputs
 from training.manifest import read_manifest
 
@@ -115,14 +115,14 @@ def run_score(settings: Settings, job: ScoreJob) -> int:
         return 2
     job.top_k = min(job.top_k, classes)  # no empty label_K columns past the model's classes
     job.threshold = manifest.labels_threshold
-    multi_label = job.threshold is not None
+    names = columns(job.top_k, manifest.kind, manifest.classes)
     if not job.resume:
         journal_path(job.out).unlink(missing_ok=True)
     done = done_rows(job.out) if job.resume else {}
     todo = [p for p in inputs if p not in done]
     summary = Summary(skipped=len(inputs) - len(todo) if not is_uri(job.source) else 0)
     job.out.parent.mkdir(parents=True, exist_ok=True)
-    journal = Journal(job.out, job.top_k, multi_label)
+    journal = Journal(job.out, names)
     started = time.perf_counter()
     terminal = sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="img", file=sys.stderr, disable=not terminal or is_uri(job.source))
@@ -146,7 +146,7 @@ def run_score(settings: Settings, job: ScoreJob) -> int:
     summary.seconds = time.perf_counter() - started
     order = list(new) if is_uri(job.source) else inputs
     rows = [new.get(p) or done[p] for p in order if p in new or p in done]
-    write_table(job.out, rows, job.top_k, multi_label)
+    write_table(job.out, rows, names)
     print(summary.line(), file=sys.stderr)
     return 0
 

@@ -1,4 +1,5 @@
-"""What classifying one item gives: a Prediction, or an ItemError that says why this item (only) failed."""
+"""What one item gives: a Prediction (classifiers), Values (regression), Points (key points), or an ItemError that
+says why this item (only) failed. `decode` turns a batch of model outputs (after the loss's activation) into them."""
 
 from __future__ import annotations
 
@@ -38,7 +39,34 @@ class ItemError:
         return cls(error.code, error.detail)
 
 
-Outcome = Prediction | ItemError
+@dataclass(frozen=True, slots=True)
+class Values:
+    """A regression's outputs, in the order of the manifest's `classes` (the value names)."""
+
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Points:
+    """Key points as (x, y) pixel coordinates: of the model's input as the backend decodes them (learn.predict's),
+    then of the uploaded image once the unit maps them back through the resize (`in_image`)."""
+
+    points: tuple[tuple[float, float], ...]
+
+
+Answer = Prediction | Values | Points
+Outcome = Answer | ItemError
+
+
+def decode(kind: str, outputs: NDArray[np.float32], classes: Sequence[str], input_size: int) -> list[Answer]:
+    """One answer per row of an [N, outputs] array: probabilities for a classifier, values for a regression, and
+    for key points values in -1..1 across the input, unscaled as fastai's PointScaler decodes them."""
+    if kind == "regression":
+        return [Values(tuple(row)) for row in outputs.reshape(len(outputs), -1).tolist()]
+    if kind == "key points":
+        pixels = (outputs.reshape(len(outputs), -1, 2).astype(np.float64) + 1) * input_size / 2
+        return [Points(tuple((x, y) for x, y in row)) for row in pixels.tolist()]
+    return list(from_probabilities(outputs, classes))
 
 
 def from_probabilities(probs: NDArray[np.float32], classes: Sequence[str]) -> list[Prediction]:

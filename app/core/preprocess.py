@@ -42,6 +42,15 @@ def crop_pad_box(method: str, size: int, w: int, h: int) -> Box:
     return int(m * size), int(m * size)
 
 
+def input_to_image(method: str, size: int, w: int, h: int) -> tuple[float, float, float, float]:
+    """(scale_x, scale_y, offset_x, offset_y) that take a point of the model's `size` x `size` input back to the
+    w x h image it was resized from: x_image = offset_x + x * scale_x. The inverse of Resize at validation: the
+    centred crop or pad box, then the resize (continuous coordinates: 0 is an image's left edge, `size` its right)."""
+    box_w, box_h = crop_pad_box(method, size, w, h)
+    left, top = int(0.5 * (w - box_w)), int(0.5 * (h - box_h))  # as Preprocessor.resize places the box
+    return box_w / size, box_h / size, float(left), float(top)
+
+
 def resize_working_bytes(method: str, size: int, w: int, h: int) -> int:
     """An upper bound of the memory `Preprocessor.item` holds beside its RGB input of w x h (PIL keeps RGB in 4
     bytes a pixel, numpy in 3): for crop, the cropped square; for pad, the image as an array, the padded array and

@@ -27,8 +27,8 @@ from app.core.errors import CoreError, NotReady, OverBudget
 from app.core.imaging import load_rgb, open_image, working_bytes
 from app.core.metadata import header_bytes
 from app.core.observer import Observer
-from app.core.prediction import ItemError, Outcome, Prediction
-from app.core.preprocess import resize_working_bytes
+from app.core.prediction import Answer, ItemError, Outcome, Points, Prediction
+from app.core.preprocess import input_to_image, resize_working_bytes
 from app.core.verify import VerifiedFile
 from training.manifest import Manifest
 
@@ -44,6 +44,14 @@ class _Small:
     """An opened (header-checked), not yet decoded small image, waiting to be decoded with its batch."""
 
     image: Image.Image
+
+
+@dataclass(frozen=True, slots=True)
+class _Sized:
+    """A prepared input with the size of the image it came from (key points are answered in that image's pixels)."""
+
+    input: Any
+    size: tuple[int, int]  # (width, height) of the decoded upload, EXIF rotation applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +199,11 @@ class ModelUnit:
 
     def _load(self, image: Image.Image) -> Any:
         try:
-            return self.backend.prepare(load_rgb(image))
+            rgb = load_rgb(image)
+            prepared = self.backend.prepare(rgb)
         except CoreError as e:
             return ItemError.of(e)
+        return _Sized(prepared, rgb.size) if self.manifest.kind == "key points" else prepared
 
     def _labels_given(self, outcomes: Sequence[Outcome]) -> list[str]:
         predictions = [o for o in outcomes if isinstance(o, Prediction)]
@@ -205,8 +215,16 @@ class ModelUnit:
     def _run_batch(self, items: Sequence[Any]) -> list[Outcome]:
         """The model thread's work for one batch: decode its small images, then the backend's forward pass."""
         ready = [self._load(i.image) if isinstance(i, _Small) else i for i in items]
-        predictions = iter(self.backend.predict([r for r in ready if not isinstance(r, ItemError)]))
-        return [r if isinstance(r, ItemError) else next(predictions) for r in ready]
+        inputs = [r.input if isinstance(r, _Sized) else r for r in ready if not isinstance(r, ItemError)]
+        answers = iter(self.backend.predict(inputs))
+        return [r if isinstance(r, ItemError) else self._in_image(next(answers), r) for r in ready]
+
+    def _in_image(self, answer: Answer, item: Any) -> Answer:
+        """Key points from the model's input back to the uploaded image's pixels (through the learner's resize)."""
+        if not (isinstance(answer, Points) and isinstance(item, _Sized)):
+            return answer
+        sx, sy, ox, oy = input_to_image(self._resize.resize_method, self._resize.size, *item.size)
+        return Points(tuple((ox + x * sx, oy + y * sy) for x, y in answer.points))
 
     def _batch_done(self, size: int, seconds: float) -> None:
         if self.observer:

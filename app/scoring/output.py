@@ -16,14 +16,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.core.prediction import ItemError, Outcome
+from app.core.prediction import ItemError, Outcome, Points, Values
 
 Row = dict[str, Any]
 
 
-def columns(top_k: int, multi_label: bool = False) -> list[str]:
-    extra = [c for i in range(2, top_k + 1) for c in (f"label_{i}", f"probability_{i}")]
-    return ["path", *(["labels"] if multi_label else []), "label", "probability", *extra, "error", "detail"]
+def columns(top_k: int, kind: str = "single-label classifier", names: Sequence[str] = ()) -> list[str]:
+    """The table's columns for a model of this kind whose outputs are `names` (the manifest's `classes`)."""
+    if kind == "regression":
+        middle = list(names)
+    elif kind == "key points":
+        middle = [f"{name}_{axis}" for name in names for axis in "xy"]
+    else:
+        extra = [c for i in range(2, top_k + 1) for c in (f"label_{i}", f"probability_{i}")]
+        middle = [*(["labels"] if kind == "multi-label classifier" else []), "label", "probability", *extra]
+    return ["path", *middle, "error", "detail"]
 
 
 def row_of(
@@ -33,6 +40,14 @@ def row_of(
     if isinstance(outcome, ItemError):
         return {"path": path, "error": outcome.code, "detail": outcome.detail}
     row: Row = {"path": path}
+    if isinstance(outcome, Values):
+        return row | dict(zip(classes, outcome.values, strict=True))
+    if isinstance(outcome, Points):
+        return row | {
+            f"{n}_{axis}": v
+            for n, p in zip(classes, outcome.points, strict=True)
+            for axis, v in zip("xy", p, strict=False)
+        }
     if threshold is not None:
         row["labels"] = " ".join(label for label, _ in outcome.over(classes, threshold))
     for rank, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
@@ -95,8 +110,14 @@ def read_rows(path: Path) -> list[Row]:
         return [{k: _typed(k, v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
 
 
+def is_text(column: str) -> bool:
+    """path, labels, label, label_N, error, detail hold text; every other column a number (probabilities,
+    a regression's values, key points' coordinates)."""
+    return column in ("path", "labels", "error", "detail") or column == "label" or column.startswith("label_")
+
+
 def _typed(column: str, value: str) -> Any:
-    return float(value) if column.startswith("probability") else from_csv_cell(value)
+    return from_csv_cell(value) if is_text(column) else float(value)
 
 
 def done_rows(out: Path) -> dict[str, Row]:
@@ -108,9 +129,9 @@ def done_rows(out: Path) -> dict[str, Row]:
 class Journal:
     """OUT.partial.csv, appended and flushed chunk by chunk."""
 
-    def __init__(self, out: Path, top_k: int, multi_label: bool = False) -> None:
+    def __init__(self, out: Path, names: list[str]) -> None:
         self.path = journal_path(out)
-        self.columns = columns(top_k, multi_label)
+        self.columns = names
         fresh = not self.path.exists()
         self._file = self.path.open("a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, self.columns, extrasaction="ignore")
@@ -125,15 +146,14 @@ class Journal:
         self._file.close()
 
 
-def write_table(out: Path, rows: list[Row], top_k: int, multi_label: bool = False) -> None:
-    """The whole table, atomically (written beside, then renamed into place)."""
-    names = columns(top_k, multi_label)
+def write_table(out: Path, rows: list[Row], names: list[str]) -> None:
+    """The whole table (`names`: its columns), atomically (written beside, then renamed into place)."""
     staged = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        types = {n: pa.float64() if n.startswith("probability") else pa.string() for n in names}
+        types = {n: pa.string() if is_text(n) else pa.float64() for n in names}
         table = pa.table({n: pa.array([r.get(n) for r in rows], type=types[n]) for n in names})
         pq.write_table(table, staged)
     else:

@@ -60,7 +60,8 @@ class RayScorer:
             row_of(str(p), o, self.unit.classes, self.top_k, self.threshold)
             for p, o in zip(batch["path"], outcomes, strict=True)
         ]
-        names = columns(self.top_k, self.threshold is not None)
+        manifest = self.unit.manifest
+        names = columns(self.top_k, manifest.kind, manifest.classes)
         return {c: np.array([r.get(c) for r in rows], dtype=object) for c in names}
 
 

@@ -1,6 +1,7 @@
 // The demo page: choose, drop or paste an image; POST it to the model; draw the top classes as bars.
 // A multi-label model's answer lists every label: its labels over the threshold are shown as chips, and the
 // threshold slider re-reads the same answer (strictly over, as learn.predict decodes) without asking again.
+// A regression's values are listed by name; key points are drawn on the image (they come in its own pixels).
 // With several models, a picker chooses which (GET /models; POST /models/{name}/predict).
 // Every string from the server or the user goes into the page as text (textContent), never as markup.
 "use strict";
@@ -115,8 +116,11 @@
   function showPreview(file) {
     const preview = $("preview");
     if (preview.src) URL.revokeObjectURL(preview.src);
+    $("points-layer").replaceChildren();
     preview.onload = () => {
       const { naturalWidth: w, naturalHeight: h } = preview;
+      $("points-layer").setAttribute("viewBox", `0 0 ${w} ${h}`);
+      $("points-layer").setAttribute("preserveAspectRatio", "none");
       const small = Math.max(w, h) < 160; // upscale tiny images with crisp pixels
       preview.classList.toggle("pixelated", small);
       preview.style.width = small ? `${Math.round((w * 240) / Math.max(w, h))}px` : "";
@@ -161,7 +165,38 @@
     $("bars").replaceChildren();
     $("chips").replaceChildren();
     $("chips").hidden = true;
+    $("points-layer").replaceChildren();
     lastAnswer = null;
+  }
+
+  function output(name, text) {
+    const item = document.createElement("li");
+    item.className = "bar";
+    const label = document.createElement("span");
+    label.className = "bar-name";
+    label.textContent = name;
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = text;
+    item.append(label, value);
+    return item;
+  }
+
+  function drawPoints(points) {
+    const preview = $("preview");
+    const radius = Math.max(1.5, Math.max(preview.naturalWidth, preview.naturalHeight) / 60);
+    const dots = points.map((p) => {
+      const dot = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+      dot.setAttribute("cx", String(p.x));
+      dot.setAttribute("cy", String(p.y));
+      dot.setAttribute("r", String(radius));
+      return dot;
+    });
+    $("points-layer").replaceChildren(...dots);
+  }
+
+  function number(x) {
+    return Math.abs(x) >= 100 ? x.toFixed(1) : x.toPrecision(4);
   }
 
   function setThreshold(value) {
@@ -178,6 +213,20 @@
 
   function showResult(result) {
     lastAnswer = result;
+    $("chips").hidden = true;
+    if (Array.isArray(result.values)) {
+      $("label").textContent = result.values.map((v) => number(v.value)).join(" · ");
+      $("confidence").textContent = result.values.length === 1 ? "predicted value" : "predicted values";
+      $("bars").replaceChildren(...result.values.map((v) => output(v.name, number(v.value))));
+      return;
+    }
+    if (Array.isArray(result.points)) {
+      $("label").textContent = `${result.points.length} point${result.points.length === 1 ? "" : "s"}`;
+      $("confidence").textContent = "drawn on the image; x, y in its own pixels";
+      $("bars").replaceChildren(...result.points.map((p) => output(p.name, `${number(p.x)}, ${number(p.y)}`)));
+      drawPoints(result.points);
+      return;
+    }
     if (multiLabel && Array.isArray(result.top)) {
       const threshold = Number($("threshold").value);
       const over = result.top.filter((row) => row.probability > threshold);

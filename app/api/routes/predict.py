@@ -22,7 +22,7 @@ from app.api.schemas import BatchResponse, PredictionResponse, error_responses
 from app.api.uploads import RAW_TYPES, SeveralFiles, Upload, read_uploads
 from app.config import Settings
 from app.core.errors import CoreError, TooManyFiles
-from app.core.prediction import ItemError, Prediction
+from app.core.prediction import Answer, ItemError, Points, Values
 from app.core.repository import ModelRepository
 from app.core.unit import ModelUnit
 
@@ -106,8 +106,8 @@ class ThresholdUnsupported(CoreError):
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """How one request reads a model's predictions: its classes, how many to list, and (multi-label) the threshold
-    over which a label is given."""
+    """How one request reads a model's answers: its kind, its output names, how many classes to list, and
+    (multi-label) the threshold over which a label is given."""
 
     kind: str
     classes: Sequence[str]
@@ -120,25 +120,29 @@ class Reading:
         if not manifest.multi_label:
             if threshold is not None:
                 raise ThresholdUnsupported(
-                    f"threshold applies to multi-label models; {unit.name} is a {manifest.kind} (its answer is "
-                    "its most likely class)"
+                    f"threshold applies to multi-label models; {unit.name} is a {manifest.kind}"
+                    + (" (its answer is its most likely class)" if manifest.classifier else "")
                 )
             return cls(manifest.kind, unit.classes, top_k or settings.top_k, None)
         given = threshold if threshold is not None else manifest.labels_threshold
         return cls(manifest.kind, unit.classes, top_k or len(unit.classes), given)
 
 
-def answer(prediction: Prediction, reading: Reading) -> dict[str, Any]:
-    """The JSON of one prediction (PredictionResponse's shape, built without a model object on the hot path)."""
-    top = [{"label": c, "probability": p} for c, p in prediction.top(reading.classes, reading.k)]
-    body = {
-        "kind": reading.kind,
-        "label": prediction.label,
-        "probability": prediction.probability,
-        "top": top,
-    }
+def answer(outcome: Answer, reading: Reading) -> dict[str, Any]:
+    """The JSON of one answer (PredictionResponse's shape for its kind, built without a model object on the hot
+    path)."""
+    if isinstance(outcome, Values):
+        values = [{"name": n, "value": v} for n, v in zip(reading.classes, outcome.values, strict=True)]
+        return {"kind": reading.kind, "values": values}
+    if isinstance(outcome, Points):
+        points = [
+            {"name": n, "x": x, "y": y} for n, (x, y) in zip(reading.classes, outcome.points, strict=True)
+        ]
+        return {"kind": reading.kind, "points": points}
+    top = [{"label": c, "probability": p} for c, p in outcome.top(reading.classes, reading.k)]
+    body = {"kind": reading.kind, "label": outcome.label, "probability": outcome.probability, "top": top}
     if reading.threshold is not None:
-        over = prediction.over(reading.classes, reading.threshold)
+        over = outcome.over(reading.classes, reading.threshold)
         body |= {"labels": [{"label": c, "probability": p} for c, p in over], "threshold": reading.threshold}
     return body
 

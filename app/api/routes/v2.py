@@ -26,7 +26,7 @@ from app.api.policy import Body, Key, Shape, policy
 from app.api.routes.health import check_ready
 from app.config import Settings
 from app.core.errors import CoreError, ModelNotFound
-from app.core.prediction import ItemError, Prediction
+from app.core.prediction import ItemError
 from app.core.repository import ModelRepository
 from app.core.unit import Item, ModelUnit
 
@@ -168,9 +168,7 @@ async def version_ready(
 
 
 def metadata_of(unit: ModelUnit) -> oip.ModelMetadata:
-    return oip.model_metadata(
-        unit.name, unit.version, unit.backend.kind, unit.classes, unit.manifest.multi_label
-    )
+    return oip.model_metadata(unit.name, unit.version, unit.backend.kind, unit.classes, unit.manifest.kind)
 
 
 METADATA: dict[str, Any] = {"response_model_exclude_none": True, "responses": error_responses(404)}
@@ -206,7 +204,7 @@ async def infer_with(
 ) -> Response:  # fmt: skip
     manifest = served(repository, name, version).manifest
     elements = oip.image_elements(body, max_files)
-    oip.requested_outputs(body, manifest.multi_label)  # reject unknown outputs before running the model
+    oip.requested_outputs(body, manifest.kind)  # reject unknown outputs before running the model
     items = elements_to_items(elements, max_bytes)
     unit = served(repository, name, version)
     threshold = oip.threshold_of(body, unit.manifest.labels_threshold)
@@ -218,8 +216,11 @@ async def infer_with(
                 outcome.detail if outcome.detail.startswith(f"Image {i}:") else f"Image {i}: {outcome.detail}"
             )
             return item_error(scope, outcome, headers, detail)
-    predictions = [o for o in outcomes if isinstance(o, Prediction)]
-    answer = oip.inference_response(unit.name, unit.version, body, predictions, len(unit.classes), threshold)
+    answers = [o for o in outcomes if not isinstance(o, ItemError)]
+    kind = unit.manifest.kind
+    answer = oip.inference_response(
+        unit.name, unit.version, body, answers, kind, len(unit.classes), threshold
+    )
     return JSONResponse(answer.model_dump(exclude_none=True), headers=headers)
 
 

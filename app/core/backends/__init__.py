@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 from PIL import Image
 
-from app.core.prediction import Prediction
+from app.core.prediction import Answer
 from app.core.verify import VerifiedFile
 
 BackendKind = Literal["fastai", "onnx"]
@@ -27,8 +27,9 @@ class Backend(Protocol):
     def prepare(self, image: Image.Image) -> Any:
         """An RGB image in, the model's input for it out. Thread-safe."""
 
-    def predict(self, inputs: Sequence[Any]) -> list[Prediction]:
-        """Prepared inputs in, one Prediction each, in order. Model thread only."""
+    def predict(self, inputs: Sequence[Any]) -> list[Answer]:
+        """Prepared inputs in, one answer each (of the model's kind: app/core/prediction.py), in order. Model thread
+        only."""
 
     def warm_up(self) -> None:
         """Run a blank batch or two so the first client does not pay for lazy initialisation."""
@@ -55,6 +56,6 @@ def open_backend(file: VerifiedFile, kind: BackendKind, device: str, threads: in
 SUFFIX: dict[BackendKind, str] = {"fastai": ".pkl", "onnx": ".onnx"}
 
 
-def predict_images(backend: Backend, images: Sequence[Image.Image]) -> list[Prediction]:
+def predict_images(backend: Backend, images: Sequence[Image.Image]) -> list[Answer]:
     """prepare + predict in one call, for the tests and the benchmark (the command lines go through the unit)."""
     return backend.predict([backend.prepare(image) for image in images])

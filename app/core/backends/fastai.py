@@ -27,7 +27,7 @@ from PIL import Image
 
 from app.core.backends import BackendKind
 from app.core.errors import ModelLoadError
-from app.core.prediction import Prediction, from_probabilities
+from app.core.prediction import Answer, decode
 from app.core.preprocess import Preprocessor
 from app.core.verify import VerifiedFile, verified_bytes
 from training.manifest import Preprocessing, item_pipeline, manifest_path
@@ -53,16 +53,15 @@ CHECK_SIZES = [
 class FastaiBackend:
     kind: BackendKind = "fastai"
 
-    def __init__(self, learn: Any, device: torch.device, input_size: int) -> None:
+    def __init__(
+        self, learn: Any, device: torch.device, input_size: int, kind: str, classes: Sequence[str]
+    ) -> None:
         dls = learn.dls
         self.device = str(device)
         self._device = device
         self.input_size = input_size
-        self.classes: list[str] = [str(c) for c in dls.vocab]
-        if int(getattr(dls, "c", len(self.classes))) != len(self.classes):
-            raise ModelLoadError(
-                "the learner's vocab and its number of outputs differ: not a classifier served here"
-            )
+        self.model_kind = kind
+        self.classes = list(classes)  # checked against the learner's own at load (check_manifest)
         self.model = learn.model.eval().to(device)
         if device.type != "cpu":
             dls.to(device)  # moves the batch transforms' tensors (Normalize stats) too
@@ -71,6 +70,7 @@ class FastaiBackend:
         self.batch_tfms = dls.valid.after_batch  # e.g. IntToFloatTensor -> (augmentations) -> Normalize
         self.item_tfms.split_idx = 1  # validation behaviour: centre crops, augmentation off
         self.batch_tfms.split_idx = 1
+        # The loss's activation, as learn.predict applies it: softmax, sigmoid, or none (regression, key points).
         self.activation = getattr(learn.loss_func, "activation", lambda x: torch.softmax(x, dim=-1))
         self._item_lock = threading.Lock()
         self._tensor_type = type(
@@ -85,7 +85,8 @@ class FastaiBackend:
             torch.set_num_threads(threads)  # process-wide: every fastai model shares the one model thread
         learn = load_learner_file(file)
         check_manifest(file, learn)
-        return cls(learn, chosen, file.manifest.input_size)
+        manifest = file.manifest
+        return cls(learn, chosen, manifest.input_size, manifest.kind, manifest.classes)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         if self.fast_items is not None:
@@ -115,15 +116,15 @@ class FastaiBackend:
                 return None
         return twin
 
-    def predict(self, inputs: Sequence[torch.Tensor]) -> list[Prediction]:
+    def predict(self, inputs: Sequence[torch.Tensor]) -> list[Answer]:
         if not inputs:
             return []
         with torch.inference_mode():
             batch = torch.stack(list(inputs))  # keeps the TensorImage type the batch transforms dispatch on
             batch = self.batch_tfms(batch.to(self._device, non_blocking=True))
             # A plain tensor skips fastai's per-op __torch_function__ dispatch of TensorImage: same numbers, faster.
-            probs = self.activation(self.model(batch.as_subclass(torch.Tensor))).float().cpu()
-        return from_probabilities(probs.numpy(), self.classes)
+            outputs = self.activation(self.model(batch.as_subclass(torch.Tensor))).float().cpu()
+        return decode(self.model_kind, outputs.numpy(), self.classes, self.input_size)
 
     def warm_up(self) -> None:
         blank = self.prepare(Image.new("RGB", (self.input_size, self.input_size), (255, 255, 255)))

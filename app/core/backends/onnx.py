@@ -17,9 +17,17 @@ from PIL import Image
 
 from app.core.backends import BackendKind
 from app.core.errors import ModelLoadError
-from app.core.prediction import Prediction, from_probabilities
+from app.core.prediction import Answer, decode
 from app.core.preprocess import Preprocessor
 from app.core.verify import VerifiedFile, check_unchanged
+
+# The activation inside the graph for each kind (training/onnx_export.py puts it there).
+ACTIVATIONS = {
+    "single-label classifier": "softmax",
+    "multi-label classifier": "sigmoid",
+    "regression": "none",
+    "key points": "none",
+}
 
 
 class OnnxBackend:
@@ -29,13 +37,14 @@ class OnnxBackend:
         manifest = file.manifest
         if manifest.onnx is None:
             raise ModelLoadError(f"{file.path}: the manifest has no onnx section")
-        expected = "sigmoid" if manifest.multi_label else "softmax"
+        expected = ACTIVATIONS[manifest.kind]
         if manifest.onnx.activation != expected:
             raise ModelLoadError(
                 f"{file.path}: the graph applies a {manifest.onnx.activation}, but a {manifest.kind} needs a "
                 f"{expected}; export it again with `python -m training export-onnx`"
             )
         self.session = session
+        self.model_kind = manifest.kind
         self.classes = list(manifest.classes)
         self.input_size = manifest.preprocessing.size
         self.input_name = manifest.onnx.input.name
@@ -76,12 +85,12 @@ class OnnxBackend:
     def prepare(self, image: Image.Image) -> NDArray[np.uint8]:
         return self.preprocess.item(image)
 
-    def predict(self, inputs: Sequence[NDArray[np.uint8]]) -> list[Prediction]:
+    def predict(self, inputs: Sequence[NDArray[np.uint8]]) -> list[Answer]:
         if not inputs:
             return []
         batch = self.preprocess.batch(inputs)
-        [probs] = self.session.run([self.output_name], {self.input_name: batch})
-        return from_probabilities(np.asarray(probs, dtype=np.float32), self.classes)
+        [outputs] = self.session.run([self.output_name], {self.input_name: batch})
+        return decode(self.model_kind, np.asarray(outputs, dtype=np.float32), self.classes, self.input_size)
 
     def warm_up(self) -> None:
         blank = self.prepare(Image.new("RGB", (self.input_size, self.input_size), (255, 255, 255)))
