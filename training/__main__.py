@@ -80,8 +80,12 @@ def run(args: argparse.Namespace) -> None:
 
         out = args.out or Path("reports") / args.model.stem
         confused = interpret(args.model, args.data, out, k=args.top)
+        if confused and isinstance(confused[0], str):  # multi-label: its own figures
+            print("\n".join(str(line) for line in confused))
+            return
         print("most confused (actual, predicted, count):")
-        for actual, predicted, n in confused[:10] or [("-", "-", 0)]:
+        pairs = [pair for pair in confused if isinstance(pair, tuple)]
+        for actual, predicted, n in pairs[:10] or [("-", "-", 0)]:
             print(f"  {actual:>12}  {predicted:>12}  {n}")
         print(f"wrote {out}/confusion_matrix.png, top_losses.png, top_losses.csv")
     elif args.command == "clean":

@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
-from training.multilabel import Scores, scores
+from training.multilabel import Scores, one_hot, scores
 from training.plots import plt, save_current_figure
 from training.progress import quiet
 
 PER_LABEL_COLUMNS = ["label", "precision", "recall", "f1", "support"]
+TOP_LOSSES_COLUMNS = ["path", "actual", "predicted", "loss", "probabilities"]
 NO_CONFUSION_MATRIX = (
     "no confusion matrix: a multi-label model answers each label yes or no on its own, so an image has no one "
     "predicted class to confuse with its actual one; per_label.csv has each label's precision, recall and F1"
@@ -89,3 +90,49 @@ def top_loss_rows(
             "probabilities": " ".join(f"{v}:{p:.2f}" for v, p in zip(vocab, probs[i].tolist(), strict=True)),
         })  # fmt: skip
     return rows
+
+
+def interpret_multi(learn: Any, frame: Any, base: Path, out: Path, k: int) -> list[str]:
+    """per_label.csv, threshold.png, top_losses.csv and top_losses.png for the validation `frame` (path, label
+    with space-separated labels); returns the lines to print."""
+    import os
+
+    import pandas as pd
+
+    vocab = [str(c) for c in learn.dls.vocab]
+    dl = learn.dls.test_dl(list(frame["path"]), num_workers=0)
+    probs, _ = learn.get_preds(dl=dl)
+    targets = one_hot(frame["label"].tolist(), vocab)
+    thresh = float(learn.loss_func.thresh)
+    written = write_label_reports(learn, out, probs, targets)
+    paths = [os.path.relpath(p, base) for p in frame["path"]]
+    rows = top_loss_rows(probs, targets, thresh, vocab, paths, min(k, len(frame)))
+    pd.DataFrame(rows, columns=TOP_LOSSES_COLUMNS).to_csv(out / "top_losses.csv", index=False)
+    written += [out / "top_losses.csv", plot_top_losses(rows, base, out / "top_losses.png")]
+    s = scores(probs, targets, thresh)
+    lines = [NO_CONFUSION_MATRIX, f"per label at threshold {thresh:g} (F1, support):"]
+    lines += [
+        f"  {label:>12}  {f1:.4f}  {n}" for label, f1, n in zip(vocab, s.per_label_f1, s.support, strict=True)
+    ]
+    lines.append(f"macro F1 {s.f1:.4f}, accuracy_multi {s.accuracy:.4f} on {len(frame)} images")
+    lines.append(f"wrote {', '.join(str(p) for p in written)}")
+    return lines
+
+
+def plot_top_losses(rows: list[dict[str, Any]], base: Path, path: Path) -> Path:
+    """The images behind the top losses, each titled with its path, its labels and the labels given."""
+    import math
+
+    from PIL import Image
+
+    ncols = max(1, math.ceil(math.sqrt(len(rows))))
+    nrows = max(1, math.ceil(len(rows) / ncols))
+    _, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows, strict=False):
+        with Image.open(base / str(row["path"])) as im:
+            ax.imshow(im.convert("RGB"))
+        ax.set_title(f"{row['path']}\nactual: {row['actual'] or '(none)'}\ngiven: {row['predicted'] or '(none)'}\n"
+                     f"loss {row['loss']:.2f}", fontsize=9)  # fmt: skip
+    return save_current_figure(path, title="top losses: file, its labels, the labels given, loss")
