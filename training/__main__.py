@@ -29,7 +29,7 @@ def options(args: argparse.Namespace, *leave_out: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "data":
-        from training.datasets import write_digits
+        from training.bundled import write_digits
         from training.marks import MARKS, write_marks
 
         started = time.perf_counter()

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from training.bundled import resolve_source
 from training.errors import TrainingError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -80,51 +80,6 @@ class ImageTable:
 
 def shorten(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
-
-
-def data_home(name: str = "digits") -> Path:
-    """Where `train digits` (or `train marks`) writes the bundled set when no folder is given."""
-    base = os.environ.get("LEARNSERVE_DATA_HOME") or Path.home() / ".cache" / "learnserve"
-    return Path(base) / name
-
-
-def digits_home() -> Path:
-    return data_home("digits")
-
-
-def write_digits(dest: Path, size: int = 28) -> int:
-    """Write scikit-learn's 1,797 8x8 digits as `size`x`size` grayscale PNGs in class folders 0..9."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    try:
-        for label in range(10):
-            (dest / str(label)).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"cannot write to {dest}: {e.strerror}") from e
-    for i, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        gray = (pixels * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
-        img = Image.fromarray(gray, mode="L").resize((size, size), Image.Resampling.BICUBIC)
-        img.save(dest / str(label) / f"{i:04d}.png")
-    return len(digits.images)
-
-
-def resolve_source(data: str) -> Path:
-    """The words `digits` and `marks` mean the bundled sets (written on first use); anything else is a path."""
-    if data == "digits":
-        home = digits_home()
-        if not (home / "9").is_dir():
-            write_digits(home)
-        return home
-    if data == "marks":
-        from training.marks import write_marks
-
-        table = data_home("marks") / "labels.csv"
-        return table if table.is_file() else write_marks(table.parent)
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise TrainingError(f"DATA path '{data}' does not exist")
-    return path.resolve()
 
 
 def load_table(data: str, multi_label: bool = False) -> ImageTable:
