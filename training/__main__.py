@@ -20,6 +20,8 @@ from training.errors import TrainingError
 
 __all__ = ["build_parser", "main"]
 
+MARKS_IMAGES = 400  # `data marks`: as many as `train marks` writes to the data home
+
 
 def options(args: argparse.Namespace, *leave_out: str) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k not in ("command", *leave_out)}
@@ -27,11 +29,19 @@ def options(args: argparse.Namespace, *leave_out: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "data":
-        from training.datasets import write_digits
+        from training.bundled import write_digits
+        from training.marks import MARKS, write_marks
 
         started = time.perf_counter()
-        n = write_digits(args.dest, size=args.size)
-        print(f"wrote {n} images in 10 classes to {args.dest} ({time.perf_counter() - started:.1f}s)")
+        if args.name == "marks":
+            try:
+                table = write_marks(args.dest, n=MARKS_IMAGES, size=args.size or 32)
+            except OSError as e:
+                raise TrainingError(f"cannot write to {args.dest}: {e.strerror or e}") from e
+            what = f"{MARKS_IMAGES} images with {len(MARKS)} labels to {args.dest} (labels in {table})"
+        else:
+            what = f"{write_digits(args.dest, size=args.size or 28)} images in 10 classes to {args.dest}"
+        print(f"wrote {what} ({time.perf_counter() - started:.1f}s)")
     elif args.command == "show":
         from training.learner import ModelOptions
         from training.show import show_batch
@@ -70,8 +80,12 @@ def run(args: argparse.Namespace) -> None:
 
         out = args.out or Path("reports") / args.model.stem
         confused = interpret(args.model, args.data, out, k=args.top)
+        if confused and isinstance(confused[0], str):  # multi-label: its own figures
+            print("\n".join(str(line) for line in confused))
+            return
         print("most confused (actual, predicted, count):")
-        for actual, predicted, n in confused[:10] or [("-", "-", 0)]:
+        pairs = [pair for pair in confused if isinstance(pair, tuple)]
+        for actual, predicted, n in pairs[:10] or [("-", "-", 0)]:
             print(f"  {actual:>12}  {predicted:>12}  {n}")
         print(f"wrote {out}/confusion_matrix.png, top_losses.png, top_losses.csv")
     elif args.command == "clean":

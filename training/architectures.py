@@ -63,15 +63,21 @@ def ensure_pretrained_weights(arch: str) -> None:
         ) from e
 
 
-def build_learner(dls: Any, arch: str, pretrained: bool, path: Path) -> Learner:
+def build_learner(
+    dls: Any, arch: str, pretrained: bool, path: Path, loss_func: Any = None, metrics: list[Any] | None = None
+) -> Learner:
+    """The learner; `loss_func` and `metrics` default to a single-label classifier's (fastai's loss for the data,
+    accuracy and error_rate)."""
     if arch not in ARCHS:
         raise TrainingError(f"unknown --arch '{arch}'; choose one of: {', '.join(ARCHS)}")
-    metrics = [accuracy, error_rate]
+    metrics = [accuracy, error_rate] if metrics is None else metrics
     if arch == "cnn":
         if pretrained:
             raise TrainingError("--arch cnn has no pretrained weights; use --no-pretrained or a resnet")
-        return Learner(dls, small_cnn(dls.c), metrics=metrics, path=path)
+        return Learner(dls, small_cnn(dls.c), loss_func=loss_func, metrics=metrics, path=path)
     if pretrained:
         with distributed.rank0_first():  # one download into a shared TORCH_HOME, not one per process
             ensure_pretrained_weights(arch)
-    return vision_learner(dls, RESNETS[arch], pretrained=pretrained, metrics=metrics, path=path)
+    return vision_learner(
+        dls, RESNETS[arch], pretrained=pretrained, loss_func=loss_func, metrics=metrics, path=path
+    )

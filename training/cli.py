@@ -15,7 +15,7 @@ from pathlib import Path
 
 ARCHS = ("cnn", "resnet18", "resnet34", "resnet50")
 RESIZE_METHODS = ("squish", "crop", "pad")
-MONITORS = ("valid_loss", "accuracy", "error_rate")  # the learner's metrics
+MONITORS = ("valid_loss", "accuracy", "error_rate", "f1")  # the learner's metrics (f1: multi-label only)
 DEFAULT_EPOCHS = 8
 DEFAULT_NUM_IT = 100  # fastai's lr_find(num_it=100)
 # fastai reads its suggestions from the losses after the first tenth and before the last 5, and `slide` compares
@@ -26,6 +26,7 @@ EPILOG = """examples:
   python -m training data digits data/digits
   python -m training show data/digits --augment --out batch.png
   python -m training train data/digits --out models/digits.pkl      # plots in reports/digits/
+  python -m training train marks --out models/marks.pkl             # multi-label, bundled
   torchrun --nproc_per_node 2 -m training train data/digits --out models/digits.pkl
   python -m training lr-find data/digits --plot lr.png --num-it 50
   python -m training interpret models/digits.pkl data/digits        # into reports/digits/
@@ -71,6 +72,16 @@ def fraction(text: str) -> float:
 iterations = bounded(MIN_NUM_IT)
 
 
+def threshold(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: '{text}'") from None
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1 (e.g. 0.5), got {text}")
+    return x
+
+
 def learning_rate(text: str) -> str:
     """A positive number, or `find`; kept as text (the manifest records the number actually used)."""
     if text == "find":
@@ -88,7 +99,19 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "data",
         help="a folder with one subfolder per class (or train/ and valid/ folders of them), "
-        "a CSV of path,label[,is_valid] rows, or 'digits'",
+        "a CSV of path,label[,is_valid] rows (path,labels: multi-label, labels separated by spaces), "
+        "'digits' or 'marks' (bundled; marks is multi-label)",
+    )
+    p.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="read a CSV's label column as space-separated labels (a 'labels' column always is)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=threshold,
+        default=None,
+        help="multi-label: give a label when its probability is over this (0.5)",
     )
     p.add_argument(
         "--arch", choices=ARCHS, default="cnn", help="cnn: a small convnet, fast on a CPU (default)"
@@ -211,10 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="write a bundled dataset as PNG class folders")
-    p.add_argument("name", choices=["digits"], help="digits: scikit-learn's 1,797 handwritten digits")
+    p = sub.add_parser("data", help="write a bundled dataset as PNGs (digits: class folders; marks: a CSV)")
+    p.add_argument(
+        "name",
+        choices=["digits", "marks"],
+        help="digits: scikit-learn's 1,797 handwritten digits; marks: 400 generated multi-label images "
+        "(images/ and labels.csv)",
+    )
     p.add_argument("dest", type=Path, help="folder to write into")
-    p.add_argument("--size", type=positive, default=28, help="upscale the 8x8 digits to this size (28)")
+    p.add_argument(
+        "--size", type=positive, default=None, help="image size: digits upscaled to it (28); marks (32)"
+    )
 
     p = sub.add_parser("show", help="save a grid of one batch (after all transforms) with its labels")
     add_data_options(p)

@@ -1,7 +1,9 @@
-"""Datasets: the bundled digits set, class folders and CSV files, checked and turned into one table of images.
+"""Datasets: the bundled digits and marks sets, class folders and CSV files, checked and turned into one table of images.
 
 Every source becomes one table of absolute `path,label` rows (plus `is_valid` when the data says which images
 validate), so splitting, training, the reload check and `interpret` all see the same items in the same order.
+A multi-label table (a CSV `labels` column, PASCAL's layout, or `--multi-label`) keeps each image's labels in
+`label`, separated by spaces (possibly none).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from training.bundled import resolve_source
 from training.errors import TrainingError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -45,16 +47,24 @@ class ImageTable:
     split_by: str | None = None  # "folders" (train/ and valid/) or "column" (a CSV is_valid column)
     ignored_dirs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # CSV rows naming files that do not exist
+    multi_label: bool = False  # `label` holds space-separated labels, any number of them
 
     @property
     def classes(self) -> list[str]:
+        if self.multi_label:
+            return sorted({x for text in self.frame["label"] for x in text.split()})
         return sorted(self.frame["label"].unique())
 
     def counts(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self.frame["label"].value_counts().sort_index().items()}
+        """Images per class (multi-label: images per label; an image counts once for each of its labels)."""
+        labels = (
+            self.frame["label"].str.split().explode().dropna() if self.multi_label else self.frame["label"]
+        )
+        return {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
 
     def report(self) -> str:
-        lines = [f"{len(self.frame)} images in {len(self.classes)} classes from {self.source}"]
+        what = "labels (multi-label)" if self.multi_label else "classes"
+        lines = [f"{len(self.frame)} images in {len(self.classes)} {what} from {self.source}"]
         if self.ignored_dirs:
             lines.append(f"ignored folders beside train/ and valid/: {', '.join(self.ignored_dirs)}")
         if self.ignored_non_image:
@@ -72,45 +82,13 @@ def shorten(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def digits_home() -> Path:
-    """Where `train digits` writes the bundled set when no folder is given."""
-    base = os.environ.get("LEARNSERVE_DATA_HOME") or Path.home() / ".cache" / "learnserve"
-    return Path(base) / "digits"
-
-
-def write_digits(dest: Path, size: int = 28) -> int:
-    """Write scikit-learn's 1,797 8x8 digits as `size`x`size` grayscale PNGs in class folders 0..9."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    try:
-        for label in range(10):
-            (dest / str(label)).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"cannot write to {dest}: {e.strerror}") from e
-    for i, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        gray = (pixels * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
-        img = Image.fromarray(gray, mode="L").resize((size, size), Image.Resampling.BICUBIC)
-        img.save(dest / str(label) / f"{i:04d}.png")
-    return len(digits.images)
-
-
-def resolve_source(data: str) -> Path:
-    """The word `digits` means the bundled set (written on first use); anything else is a path."""
-    if data == "digits":
-        home = digits_home()
-        if not (home / "9").is_dir():
-            write_digits(home)
-        return home
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise TrainingError(f"DATA path '{data}' does not exist")
-    return path.resolve()
-
-
-def load_table(data: str) -> ImageTable:
+def load_table(data: str, multi_label: bool = False) -> ImageTable:
+    """The verified table; `multi_label`: read a CSV's `label` column as space-separated labels (a `labels`
+    column always is)."""
     source = resolve_source(data)
     split_by, ignored_dirs = None, []
+    if multi_label and source.suffix.lower() != ".csv":
+        raise TrainingError(f"--multi-label needs a CSV of path,labels rows; {data} is not a .csv file")
     if source.is_dir() and is_split_layout(source):
         rows: list[Row] = []
         ignored = 0
@@ -121,14 +99,14 @@ def load_table(data: str) -> ImageTable:
     elif source.is_dir():
         rows, ignored = _scan_folder(source)
     elif source.suffix.lower() == ".csv":
-        rows, ignored = _read_csv(source), 0
+        (rows, multi_label), ignored = _read_csv(source, multi_label), 0
         split_by = "column" if rows and rows[0].is_valid is not None else None
     else:
         raise TrainingError(f"DATA '{data}' must be a folder of class subfolders, a .csv file, or 'digits'")
     good, corrupt, missing = _verify(rows)
     columns = ["path", "label", "is_valid"] if split_by else ["path", "label"]
     frame = pd.DataFrame([r[: len(columns)] for r in good], columns=columns)
-    table = ImageTable(str(source), frame, corrupt, ignored, split_by, ignored_dirs, missing)
+    table = ImageTable(str(source), frame, corrupt, ignored, split_by, ignored_dirs, missing, multi_label)
     _check_classes(table, source, rows)
     return table
 
@@ -167,19 +145,28 @@ def _scan_folder(root: Path, is_valid: bool | None = None) -> tuple[list[Row], i
     return rows, ignored
 
 
-def _read_csv(path: Path) -> list[Row]:
+def _read_csv(path: Path, multi_label: bool) -> tuple[list[Row], bool]:
+    """The rows, and whether they are multi-label: a `labels` column (PASCAL's name), or `label` when asked."""
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise TrainingError(f"{path} needs a header row with 'path' and 'label' columns")
-        has_split = "is_valid" in reader.fieldnames
+        fields = set(reader.fieldnames or ())
+        if "path" not in fields or not fields & {"label", "labels"}:
+            raise TrainingError(
+                f"{path} needs a header row with 'path' and 'label' columns "
+                "(or 'labels', space-separated, for multi-label data)"
+            )
+        column = "labels" if "labels" in fields else "label"
+        multi_label = multi_label or column == "labels"
+        has_split = "is_valid" in fields
         rows = []
         for line, row in enumerate(reader, start=2):
             p = Path(row["path"]).expanduser()
             p = p if p.is_absolute() else path.parent / p
             is_valid = _parse_is_valid(row["is_valid"], path, line) if has_split else None
-            rows.append(Row(str(p.resolve()), row["label"].strip(), is_valid))
-    return rows
+            text = row[column] or ""
+            label = " ".join(sorted(set(text.split()))) if multi_label else text.strip()
+            rows.append(Row(str(p.resolve()), label, is_valid))
+    return rows, multi_label
 
 
 def _parse_is_valid(value: str | None, path: Path, line: int) -> bool:
@@ -211,19 +198,32 @@ def _verify(rows: list[Row]) -> tuple[list[Row], list[str], list[str]]:
     return good, corrupt, missing
 
 
+def labels_of(row: Row, multi_label: bool) -> set[str]:
+    return set(row.label.split()) if multi_label else {row.label}
+
+
 def _check_classes(table: ImageTable, source: Path, rows: list[Row]) -> None:
-    labels = sorted({row.label for row in rows})
-    if len(labels) < 2:
+    labels = sorted(set().union(*(labels_of(row, table.multi_label) for row in rows)))
+    if table.multi_label and not labels:
+        raise TrainingError(
+            f"{source} has no labels: its labels column is empty in every row; give each image its labels "
+            "separated by spaces (e.g. 'cat dog')"
+        )
+    if len(labels) < 2 and not table.multi_label:
         raise TrainingError(
             f"{source} has {len(labels)} class(es); put images in at least two class subfolders"
         )
-    readable = set(table.frame["label"])
+    readable = set(table.classes)
     empty = [label for label in labels if label not in readable]
     if empty:
         # The skipped files are named here too: the report that lists them is never printed after this error.
         details = []
         for why, paths in (("corrupt", set(table.corrupt)), ("missing", set(table.missing))):
-            skipped = [row.path for row in rows if row.label in empty and row.path in paths]
+            skipped = [
+                row.path
+                for row in rows
+                if labels_of(row, table.multi_label) & set(empty) and row.path in paths
+            ]
             if skipped:
                 details.append(f"skipped as {why}: {shorten(skipped)}")
         detail = f" ({'; '.join(details)})" if details else ""

@@ -20,6 +20,8 @@ from training.cli import DEFAULT_NUM_IT
 from training.errors import TrainingError
 from training.learner import Prepared
 from training.manifest import (
+    MULTI_LABEL,
+    SINGLE_LABEL,
     DatasetInfo,
     Manifest,
     Metrics,
@@ -83,8 +85,13 @@ def build_manifest(
         stratify=prepared.split.kind == "stratified",  # done, not asked (None): as dataset.split says
         num_it=(opts.num_it or DEFAULT_NUM_IT) if opts.lr == "find" else None,  # the finder's, when it ran
     )
+    multi = table.multi_label
     return Manifest(
         name=opts.out.stem,
+        kind=MULTI_LABEL if multi else SINGLE_LABEL,
+        threshold=float(prepared.learn.loss_func.thresh)
+        if multi
+        else None,  # what learn.predict decodes with
         classes=[str(c) for c in prepared.learn.dls.vocab],
         arch=opts.arch,
         input_size=opts.input_size,
@@ -131,7 +138,8 @@ def normalization(learn: Learner) -> Normalization | None:
 
 
 def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path) -> float:
-    """Load the export in a fresh interpreter, in another directory, and predict the validation set there."""
+    """Load the export in a fresh interpreter, in another directory, and predict the validation set there
+    (multi-label: accuracy_multi at the learner's threshold)."""
     valid_csv = workdir / "valid.csv"
     prepared.valid_frame().to_csv(valid_csv, index=False)
     cmd = [sys.executable, "-m", "training.verify", str(model.resolve()), str(valid_csv)]
@@ -144,6 +152,8 @@ def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path
         raise TrainingError(f"the exported model does not load in a fresh process: {last}")
     got = float(json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"])
     n = len(prepared.split.valid_idx)
+    if prepared.table.multi_label:  # accuracy_multi: one decision per image and label
+        n *= len(prepared.learn.dls.vocab)
     if abs(got - expected) * n > 1 + 1e-6:  # allow one borderline image to flip on float noise
         raise TrainingError(
             f"reload check failed: accuracy {got:.4f} in a fresh process vs {expected:.4f} in training"

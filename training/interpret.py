@@ -1,4 +1,5 @@
-"""`interpret`: confusion matrix, top losses (grid and CSV) and most-confused pairs on the validation split.
+"""`interpret`: confusion matrix, top losses (grid and CSV) and most-confused pairs on the validation split
+(multi-label: per-label figures and top losses instead, training/multilabel_reports.py).
 
 top_losses.csv is the start of `clean`: its paths are relative to the data folder (so a copy of the data can be
 cleaned with it), and its probabilities say whose they are: the predicted class's and the actual class's.
@@ -19,6 +20,7 @@ from training.datasets import ImageTable, load_table, shorten
 from training.errors import TrainingError, warn
 from training.loading import load_verified, read_model_manifest
 from training.manifest import Manifest
+from training.multilabel_reports import interpret_multi
 from training.plots import plt, save_current_figure
 from training.progress import quiet
 from training.splits import DESCRIBED, RANDOM_KINDS, given_split, random_split
@@ -28,7 +30,8 @@ TOP_LOSSES_COLUMNS = ["path", "actual", "predicted", "loss", "predicted_probabil
 
 def validation_frame(model: Path, data: str) -> pd.DataFrame:
     """The same validation split `train` used: the data's own, or rebuilt from the manifest's seed and valid_pct."""
-    return rebuild_validation(read_model_manifest(model), load_table(data), model, data)
+    manifest = read_model_manifest(model)
+    return rebuild_validation(manifest, load_table(data, manifest.multi_label), model, data)
 
 
 def rebuild_validation(manifest: Manifest, table: ImageTable, model: Path, data: str) -> pd.DataFrame:
@@ -69,7 +72,8 @@ def warn_if_changed(manifest: Manifest, table: ImageTable, data: str) -> None:
     )
 
 
-def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, str, int]]:
+def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, str, int]] | list[str]:
+    """Single-label: the most confused pairs (actual, predicted, count). Multi-label: the lines to print."""
     learn, manifest = load_verified(model)
     with quiet(learn):  # fastai runs get_preds for the confusion matrix too: no bars off a terminal
         return interpret_with(learn, manifest, model, data, out, k)
@@ -77,24 +81,29 @@ def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, 
 
 def interpret_with(
     learn: Learner, manifest: Manifest, model: Path, data: str, out: Path, k: int
-) -> list[tuple[str, str, int]]:
-    table = load_table(data)
+) -> list[tuple[str, str, int]] | list[str]:
+    table = load_table(data, manifest.multi_label)
     warn_if_changed(manifest, table, data)
     frame = rebuild_validation(manifest, table, model, data)
     vocab = list(learn.dls.vocab)
-    unknown = sorted(set(frame["label"]) - set(vocab))
+    base = Path(table.source) if Path(table.source).is_dir() else Path(table.source).parent
+    label_sets = frame["label"].map(lambda text: set(text.split()) if table.multi_label else {text})
+    known = label_sets.map(lambda labels: labels <= set(vocab))
+    unknown = sorted(set().union(*label_sets) - set(vocab))
     if unknown:
-        frame = frame[frame["label"].isin(vocab)].reset_index(drop=True)
-        print(f"ignoring validation images of classes the model does not know: {', '.join(unknown)}")
+        frame = frame[known].reset_index(drop=True)
+        what = "labels" if table.multi_label else "classes"
+        print(f"ignoring validation images of {what} the model does not know: {', '.join(unknown)}")
+    out.mkdir(parents=True, exist_ok=True)
+    if manifest.multi_label:
+        return interpret_multi(learn, frame, base, out, k)
     dl = learn.dls.test_dl(frame, with_labels=True, num_workers=0)
     interp = ClassificationInterpretation.from_learner(learn, dl=dl)
     all_probs, _ = learn.get_preds(dl=dl)  # fastai 2.8's Interpretation keeps losses only, not preds
-    out.mkdir(parents=True, exist_ok=True)
 
     interp.plot_confusion_matrix(figsize=(6, 6))
     save_current_figure(out / "confusion_matrix.png")
 
-    base = Path(table.source) if Path(table.source).is_dir() else Path(table.source).parent
     losses, idxs = interp.top_losses(min(k, len(frame)))
     rows = []
     for loss, i in zip(losses, idxs, strict=True):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastai.data.block import CategoryBlock, DataBlock
+from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import ColReader, IndexSplitter, Normalize
 from fastai.learner import Learner
@@ -21,6 +21,7 @@ from training.architectures import build_learner
 from training.cli import ARCHS, RESIZE_METHODS
 from training.datasets import ImageTable, load_table, shorten
 from training.errors import TrainingError, warn
+from training.multilabel import DEFAULT_THRESHOLD, loss_and_metrics
 from training.splits import Split, describe, make_split, unvalidated_classes
 
 
@@ -40,10 +41,16 @@ class ModelOptions:
     seed: int = 42
     resize_method: str = "squish"
     augment: bool = False
+    multi_label: bool = False  # --multi-label: a CSV `label` column holds space-separated labels
+    threshold: float | None = None  # multi-label: a label is given over it (None: 0.5)
 
     @property
     def input_size(self) -> int:
         return self.size or (28 if self.arch == "cnn" else 224)
+
+    @property
+    def decision_threshold(self) -> float:
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
 
 
 @dataclass
@@ -77,18 +84,24 @@ def load_data(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Data:
             f"unknown --resize-method '{opts.resize_method}'; choose one of: {', '.join(RESIZE_METHODS)}"
         )
     set_seed(opts.seed, reproducible=True)
-    with distributed.rank0_first():  # rank 0 writes the bundled digits if they are missing, the others wait
-        table = load_table(opts.data)
+    with distributed.rank0_first():  # rank 0 writes the bundled data if it is missing, the others wait
+        table = load_table(opts.data, opts.multi_label)
+    if opts.threshold is not None and not table.multi_label:
+        raise TrainingError(
+            f"--threshold decides which labels a multi-label model gives, and {table.source} is single-label "
+            "(a CSV with a 'labels' column, or --multi-label, is multi-label): drop --threshold"
+        )
     print(table.report())
     split = make_split(table, opts.valid_pct, opts.seed, opts.stratify)
-    print(describe(split))
+    note = " (multi-label: random, not stratified)" if table.multi_label and split.valid_pct else ""
+    print(describe(split) + note)
     missing = unvalidated_classes(table, split)
     if missing:
         warn(f"no validation images for class(es) {shorten(missing)}: their accuracy is not measured")
     block = DataBlock(
-        blocks=(ImageBlock, CategoryBlock),
+        blocks=(ImageBlock, MultiCategoryBlock if table.multi_label else CategoryBlock),
         get_x=ColReader("path"),  # fastai built-ins only: the pickle must load without this package
-        get_y=ColReader("label"),
+        get_y=ColReader("label", label_delim=" " if table.multi_label else None),
         splitter=IndexSplitter(split.valid_idx),
         item_tfms=Resize(opts.input_size, method=opts.resize_method),
         batch_tfms=batch_transforms(opts.augment),
@@ -110,5 +123,6 @@ def check_batch_size(data: Data, bs: int | None = None) -> None:
 def prepare(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Prepared:
     """The data and the learner around it (working files go to `workdir`)."""
     data = load_data(opts, workdir, bs)
-    learn = build_learner(data.dls, opts.arch, opts.pretrained, workdir)
+    loss, metrics = loss_and_metrics(opts.decision_threshold) if data.table.multi_label else (None, None)
+    learn = build_learner(data.dls, opts.arch, opts.pretrained, workdir, loss, metrics)
     return Prepared(data.table, data.split, data.dls, learn)

@@ -1,6 +1,7 @@
 """Which images validate: the split the data carries (train/ and valid/ folders, or a CSV `is_valid` column),
-else a reproducible random one, stratified by class unless asked otherwise. `train` records the kind in the
-manifest; `interpret` rebuilds the same split from it.
+else a reproducible random one, stratified by class unless asked otherwise. Multi-label data is split at random:
+an image with several labels belongs to no one class to stratify by. `train` records the kind in the manifest;
+`interpret` rebuilds the same split from it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def make_split(table: ImageTable, valid_pct: float | None, seed: int, stratify: 
     refused), else a random share, stratified by class unless `stratify` is False."""
     if table.split_by is None:
         pct = DEFAULT_VALID_PCT if valid_pct is None else valid_pct
-        kind = "random" if stratify is False else "stratified"
+        if table.multi_label and stratify:
+            raise TrainingError(
+                "--stratify holds out the same share of every class, and multi-label images have several "
+                "labels each (or none): there is no class to stratify by; drop --stratify (the split is random)"
+            )
+        kind = "random" if stratify is False or table.multi_label else "stratified"
         return Split(kind, *random_split(kind, table, pct, seed), valid_pct=pct)
     given = [
         name
@@ -90,8 +96,7 @@ def given_split(table: ImageTable) -> Split:
     if not valid_idx or not train_idx:
         missing = "validation" if not valid_idx else "training"
         raise TrainingError(f"{where} has no readable {missing} images")
-    labels = table.frame["label"]
-    only_valid = sorted(set(labels.iloc[valid_idx]) - set(labels.iloc[train_idx]))
+    only_valid = sorted(label_set(table, valid_idx) - label_set(table, train_idx))
     if only_valid:
         raise TrainingError(
             f"class(es) with validation images but no training images in {where}: {shorten(only_valid)}"
@@ -99,10 +104,15 @@ def given_split(table: ImageTable) -> Split:
     return Split(table.split_by, train_idx, valid_idx)
 
 
+def label_set(table: ImageTable, idx: list[int]) -> set[str]:
+    """The classes (multi-label: the labels) of the images at `idx`."""
+    labels = table.frame["label"].iloc[idx]
+    return {x for text in labels for x in text.split()} if table.multi_label else set(labels)
+
+
 def unvalidated_classes(table: ImageTable, split: Split) -> list[str]:
     """Classes with training images but none in validation: their accuracy is never measured."""
-    labels = table.frame["label"]
-    return sorted(set(labels.iloc[split.train_idx]) - set(labels.iloc[split.valid_idx]))
+    return sorted(label_set(table, split.train_idx) - label_set(table, split.valid_idx))
 
 
 def describe(split: Split) -> str:

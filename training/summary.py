@@ -17,9 +17,9 @@ def describe(m: Manifest) -> str:
     d, x = m.dataset, m.metrics
     kept = f"kept epoch {m.best_epoch} of {m.epochs_run}" if m.best_epoch else "untrained"
     made = "imported" if m.source == "imported" else "trained"
-    lines = [
-        f"{m.name}: {m.arch}, {len(m.classes)} classes, {m.input_size} px, {made} {m.created_at:%Y-%m-%d %H:%M} UTC"
-    ]
+    what = f"multi-label, {len(m.classes)} labels, threshold {m.threshold:g}" if m.multi_label else (
+        f"{len(m.classes)} classes")  # fmt: skip
+    lines = [f"{m.name}: {m.arch}, {what}, {m.input_size} px, {made} {m.created_at:%Y-%m-%d %H:%M} UTC"]
     if d is not None and m.source == "imported":
         lines.append(f"validated on {d.valid_size} images from {d.source}")
     elif d is not None:
@@ -30,9 +30,11 @@ def describe(m: Manifest) -> str:
         lines.append("not validated (import it again with --data to measure its accuracy)")
     else:
         which = "accuracy" if m.source == "imported" else f"{kept}: accuracy"
-        lines.append(
-            f"{which} {x.accuracy:.4f}, error_rate {x.error_rate:.4f}, valid_loss {x.valid_loss:.4f}"
-        )
+        if m.multi_label:
+            which += f"_multi {x.accuracy:.4f}, macro F1 {x.f1 or 0:.4f}"
+        else:
+            which += f" {x.accuracy:.4f}, error_rate {x.error_rate:.4f}"
+        lines.append(f"{which}, valid_loss {x.valid_loss:.4f}")
     return "\n".join(lines)  # fmt: skip
 
 

@@ -21,6 +21,8 @@ from training.export import export, reload_check
 from training.learner import Data, ModelOptions, Prepared, check_batch_size, prepare
 from training.lr_find import USED, find_lr
 from training.manifest import Manifest, Metrics
+from training.multilabel import chance_warning, scores
+from training.multilabel_reports import write_label_reports
 from training.progress import console, quiet
 from training.reports import History, write_reports
 from training.tracking import BestEpoch
@@ -64,6 +66,9 @@ class Outcome:
             seconds += f", {m.lr_find_seconds:.1f}s of lr finder before it"
         x = m.metrics
         assert x is not None  # train always validates
+        if m.multi_label:
+            figures = f"accuracy_multi {x.accuracy:.4f}, macro F1 {x.f1:.4f} at threshold {m.threshold:g}"
+            return f"{kept}: {figures}, valid_loss {x.valid_loss:.4f}; {seconds}"
         return f"{kept}: accuracy {x.accuracy:.4f}, error_rate {x.error_rate:.4f}, valid_loss {x.valid_loss:.4f}; {seconds}"
 
 
@@ -159,17 +164,38 @@ def fine_tune(
     learn.fit_one_cycle(opts.epochs, slice(lr / 2 / 100, lr / 2), pct_start=0.3, div=5.0, cbs=cbs)
 
 
-def validate(learn: Learner) -> Metrics:
+def validate(learn: Learner, multi_label: bool = False) -> Metrics:
     # Under torchrun every process validates the whole set (fastai gathers the copies: same figures).
     with quiet(learn):
-        valid_loss, acc, err = learn.validate()
-    return Metrics(accuracy=float(acc), error_rate=float(err), valid_loss=float(valid_loss))
+        if not multi_label:
+            valid_loss, acc, err = learn.validate()
+            return Metrics(accuracy=float(acc), error_rate=float(err), valid_loss=float(valid_loss))
+        valid_loss, *_ = learn.validate()
+        probs, targets = learn.get_preds()  # scored as learn.predict decides: prob > thresh
+    s = scores(probs, targets, float(learn.loss_func.thresh))
+    return Metrics(accuracy=s.accuracy, error_rate=1 - s.accuracy, valid_loss=float(valid_loss), f1=s.f1)
+
+
+def check_monitor(opts: TrainOptions, prepared: Prepared) -> None:
+    names = ["valid_loss", *(m.name for m in prepared.learn.metrics)]
+    if opts.monitor not in names:
+        kind = "multi-label" if prepared.table.multi_label else "single-label"
+        raise TrainingError(
+            f"--monitor {opts.monitor} is not measured for {kind} data; choose one of: {', '.join(names)}"
+        )
 
 
 def warn_if_chance(prepared: Data, accuracy: float) -> None:
     """Warn when the accuracy is not clearly better than always answering the commonest class: within two standard
     errors of that baseline (sqrt(p(1-p)/n) on n validation images), a gap the luck of the split could make. The
-    message gives both numbers and the threshold, so an accuracy above the baseline does not read as "at chance"."""
+    message gives both numbers and the threshold, so an accuracy above the baseline does not read as "at chance".
+    Multi-label: accuracy_multi against answering each label by its majority (training/multilabel.py)."""
+    if prepared.table.multi_label:
+        labels = prepared.valid_frame()["label"].tolist()
+        message = chance_warning(labels, [str(c) for c in prepared.dls.vocab], accuracy)
+        if message:
+            warn(message)
+        return
     counts = prepared.valid_frame()["label"].value_counts()
     n, chance = int(counts.sum()), float(counts.max() / counts.sum())
     threshold = chance + 2 * (chance * (1 - chance) / n) ** 0.5
@@ -201,19 +227,22 @@ def run(opts: TrainOptions) -> Outcome | None:
     with tempfile.TemporaryDirectory(prefix="learnserve-train-") as tmp:
         workdir = Path(tmp)
         prepared = prepare(opts, workdir, bs=opts.bs // distributed.world_size())
+        check_monitor(opts, prepared)
         if opts.epochs > 0:
             check_batch_size(prepared, opts.bs)
         learn = prepared.learn
         lr, lr_find_seconds = resolve_lr(opts, prepared, opts.reports_dir)
         started = time.perf_counter()
         history, best = fit(learn, opts, lr)
-        metrics = validate(learn)
+        metrics = validate(learn, prepared.table.multi_label)
         train_seconds = time.perf_counter() - started
         if not distributed.is_main():
             return None
         warn_if_chance(prepared, metrics.accuracy)
         manifest = export(opts, prepared, metrics, lr, (train_seconds, lr_find_seconds), best)
         reports = write_reports(history, opts.reports_dir, best.kept)
+        if prepared.table.multi_label:
+            reports += write_label_reports(learn, opts.reports_dir)
         if lr_find_seconds is not None:
             reports.append(opts.reports_dir / "lr_find.png")
         if opts.verify:
