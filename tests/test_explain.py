@@ -7,15 +7,21 @@ must fall inside the mark's box, and the map for a wrong class must not peak the
 
 from __future__ import annotations
 
+import base64
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
+from app.core.explain import ExplainUnsupported, UnknownTarget, grad_cam
 from app.core.overlay import upsample
 from tests.conftest import run_cli
+from tests.live_server import LiveServer, live_server
 from training.marks import MARKS, draw_mark
 
 SIZE = 32
@@ -104,3 +110,98 @@ def test_the_map_of_the_true_class_peaks_inside_its_mark_and_a_wrong_class_does_
     assert correct >= 0.9 * n  # the learner learnt the marks: its maps are worth checking
     assert hits >= 0.9 * n
     assert wrong_hits <= 0.2 * n
+
+
+def test_a_model_without_a_convolution_is_refused_and_an_unknown_target_named() -> None:
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    with pytest.raises(ExplainUnsupported, match="no convolutional layer"):
+        grad_cam(flat, torch.zeros(1, 3, 4, 4), torch.sigmoid, ["a", "b"], None)
+    conv = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    with pytest.raises(UnknownTarget, match="'c' is not one of"):
+        grad_cam(conv, torch.rand(1, 3, 4, 4), torch.sigmoid, ["a", "b"], "c")
+    assert grad_cam(conv, torch.rand(1, 3, 4, 4), torch.sigmoid, ["a", "b"], "b").map.shape == (4, 4)
+
+
+@pytest.mark.parametrize(
+    ("method", "width", "height", "seen"),
+    [("squish", 40, 20, (0, 0, 40, 20)), ("crop", 40, 20, (10, 0, 30, 20)), ("pad", 20, 40, (0, 0, 20, 40))],
+)
+def test_the_overlay_map_sits_where_the_model_looked(method: str, width: int, height: int, seen: Box) -> None:
+    full = upsample(np.ones((4, 4), np.float32), method, SIZE, width, height)
+    assert full.shape == (height, width)
+    x0, y0, x1, y1 = seen
+    assert np.all(full[y0:y1, x0:x1] == 1.0)
+    assert full.sum() == (x1 - x0) * (y1 - y0)  # nothing outside what the model saw (crop: the cut sides)
+
+
+@pytest.fixture(scope="module")
+def served(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(model, tmp_path_factory.mktemp("log") / "server.log") as live:
+        yield live
+
+
+def test_over_http_the_json_has_the_prediction_the_map_and_an_overlay_of_the_uploads_size(
+    served: LiveServer,
+) -> None:
+    image, _ = marked(np.random.default_rng(7), "disc", size=SIZE)
+    big = image.resize((64, 48))
+    answer = httpx.post(
+        f"{served.base}/explain", content=png(big), headers={"Content-Type": "image/png"}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    predicted = httpx.post(
+        f"{served.base}/predict", content=png(big), headers={"Content-Type": "image/png"}
+    ).json()
+    assert (body["label"], body["probability"]) == (
+        predicted["label"],
+        pytest.approx(predicted["probability"], abs=1e-6),
+    )
+    assert body["target"] == body["label"] == answer.headers["X-Explain-Target"]
+    grid = body["map"]
+    assert (grid["width"], grid["height"]) == (8, 8)  # 32 px through two 2x2 poolings
+    values = np.array(grid["values"])
+    assert values.shape == (8, 8)
+    assert values.min() >= 0
+    assert values.max() == pytest.approx(1.0)
+    assert body["overlay"].startswith("data:image/png;base64,")
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay"].split(",", 1)[1])))
+    assert overlay.format == "PNG"
+    assert overlay.size == (64, 48)
+    assert body["explained_with"] == "marks.pkl"
+
+
+def test_over_http_accept_png_answers_the_overlay_for_the_target(served: LiveServer) -> None:
+    image, _ = marked(np.random.default_rng(8), "bar")
+    answer = httpx.post(
+        f"{served.base}/models/marks/explain?target=cross", content=png(image),
+        headers={"Content-Type": "image/png", "Accept": "image/png"}, timeout=30,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "image/png"
+    assert answer.headers["X-Explain-Target"] == "cross"
+    assert Image.open(io.BytesIO(answer.content)).size == (SIZE, SIZE)
+
+
+def test_over_http_mistakes_are_4xx_json(served: LiveServer) -> None:
+    image, _ = marked(np.random.default_rng(9), "bar")
+    unknown = httpx.post(
+        f"{served.base}/explain?target=cat", content=png(image), headers={"Content-Type": "image/png"}
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["code"] == "unknown_target"
+    assert "'cat'" in unknown.json()["detail"]
+    missing = httpx.post(
+        f"{served.base}/models/nope/explain", content=png(image), headers={"Content-Type": "image/png"}
+    )
+    assert (missing.status_code, missing.json()["code"]) == (404, "model_not_found")
+    junk = httpx.post(
+        f"{served.base}/explain", content=b"not an image", headers={"Content-Type": "image/png"}
+    )
+    assert junk.status_code in (415, 422)
+    assert "code" in junk.json()
+    metrics = httpx.get(f"{served.base}/metrics").text
+    assert 'learnserve_explanations_total{model="marks"}' in metrics
+    assert "learnserve_explain_seconds_count" in metrics
