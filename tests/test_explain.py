@@ -205,3 +205,76 @@ def test_over_http_mistakes_are_4xx_json(served: LiveServer) -> None:
     metrics = httpx.get(f"{served.base}/metrics").text
     assert 'learnserve_explanations_total{model="marks"}' in metrics
     assert "learnserve_explain_seconds_count" in metrics
+
+
+def test_past_the_limit_an_explanation_is_refused_at_once_and_the_running_one_is_charged(model: Path) -> None:
+    """With the model thread held busy, one explanation is in progress (its graph and overlay charged to the budget);
+    a second gets Overloaded (503 + Retry-After); once the thread is free, the first finishes and gives it all back."""
+    import asyncio
+    import threading
+
+    from app.config import Settings
+    from app.core.errors import Overloaded
+    from app.core.explain_service import Explainer
+    from app.core.overlay import overlay_bytes
+    from app.core.repository import open_model
+
+    image, _ = marked(np.random.default_rng(10), "square")
+
+    async def scenario() -> None:
+        async with open_model(Settings(model_path=model)) as unit:
+            explainer = Explainer(max_explains=1)
+            await explainer.explain(unit, png(image), None)  # measures the model's graph once
+            graph = explainer._torch[unit].graph
+            assert graph > 0
+            release = threading.Event()
+            unit.batcher._worker.submit(release.wait)  # the model thread is busy until released
+            try:
+                first = asyncio.create_task(explainer.explain(unit, png(image), None))
+                for _ in range(2000):  # poll (no sleep as synchronisation): until the first holds its charge
+                    if unit.budget.in_use:
+                        break
+                    await asyncio.sleep(0.005)
+                assert explainer.running == 1
+                assert unit.budget.in_use >= graph + overlay_bytes(SIZE, SIZE)
+                with pytest.raises(Overloaded, match="LEARNSERVE_MAX_EXPLAINS"):
+                    await explainer.explain(unit, png(image), None)
+            finally:
+                release.set()
+            done = await asyncio.wait_for(first, 60)
+            assert done.explanation.target == done.explanation.prediction.label
+            assert unit.budget.in_use == 0
+            assert explainer.running == 0
+
+    asyncio.run(scenario())
+
+
+def test_onnx_is_explained_with_the_pkl_beside_it_and_refused_without(model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from training.manifest import manifest_path
+    from training.onnx_export import export_onnx
+
+    both = tmp_path / "both"
+    both.mkdir()
+    for f in (model, manifest_path(model)):
+        shutil.copy(f, both / f.name)
+    export_onnx(both / model.name)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("marks.onnx", manifest_path(model).name):
+        shutil.copy(both / name, alone / name)
+    image, _ = marked(np.random.default_rng(11), "cross")
+    with live_server(both / "marks.onnx", tmp_path / "both.log", BACKEND="onnx") as live:
+        answer = httpx.post(
+            f"{live.base}/explain", content=png(image), headers={"Content-Type": "image/png"}, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["explained_with"].startswith("marks.pkl (beside the served ONNX model")
+    with live_server(alone / "marks.onnx", tmp_path / "alone.log", BACKEND="onnx") as live:
+        refused = httpx.post(
+            f"{live.base}/explain", content=png(image), headers={"Content-Type": "image/png"}
+        )
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "explain_unsupported"
+        assert "no gradients" in refused.json()["detail"]
