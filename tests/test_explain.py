@@ -95,7 +95,7 @@ def test_the_map_of_the_true_class_peaks_inside_its_mark_and_a_wrong_class_does_
     from app.core.explain import explain_prepared
 
     images = held_out()
-    hits = wrong_hits = correct = 0
+    hits = wrong_hits = correct = blank = 0
     for image, mark, box in images:
         prepared = backend.prepare(image)
         right = explain_prepared(backend, prepared, mark)
@@ -103,9 +103,10 @@ def test_the_map_of_the_true_class_peaks_inside_its_mark_and_a_wrong_class_does_
         hits += inside(peak(right.map), box)
         wrong = explain_prepared(backend, prepared, next(m for m in MARKS if m != mark))
         wrong_hits += wrong.map.max() > 0 and inside(peak(wrong.map), box)
+        blank += wrong.map.max() == 0
     n = len(images)
     print(
-        f"accuracy {correct}/{n}; true-class peak in the mark {hits}/{n}; wrong-class peak in it {wrong_hits}/{n}"
+        f"accuracy {correct}/{n}; true-class peak in the mark {hits}/{n}; wrong-class peak in it {wrong_hits}/{n} (all zero: {blank})"
     )
     assert correct >= 0.9 * n  # the learner learnt the marks: its maps are worth checking
     assert hits >= 0.9 * n
@@ -278,3 +279,58 @@ def test_onnx_is_explained_with_the_pkl_beside_it_and_refused_without(model: Pat
         assert refused.status_code == 409
         assert refused.json()["code"] == "explain_unsupported"
         assert "no gradients" in refused.json()["detail"]
+
+
+def test_multi_label_maps_peak_inside_each_present_labels_mark(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """training/marks.py's multi-label set (one to three marks, each in its own quadrant, boxes known): the map for
+    each label shown peaks inside that label's mark; the map for a label not shown does not peak inside any mark."""
+    from fastai.vision.all import (
+        BCEWithLogitsLossFlat,
+        ColReader,
+        DataBlock,
+        ImageBlock,
+        Learner,
+        MultiCategoryBlock,
+        RandomSplitter,
+        Resize,
+    )
+    from pandas import read_csv
+
+    from app.core.backends.fastai import FastaiBackend
+    from app.core.explain import explain_prepared
+    from training.architectures import small_cnn
+    from training.marks import make_image, write_marks
+
+    root = tmp_path_factory.mktemp("multi_marks")
+    table = write_marks(root, n=320, size=SIZE, seed=0)
+    block = DataBlock(
+        blocks=(ImageBlock, MultiCategoryBlock), get_x=ColReader("path", pref=f"{root}/"),
+        get_y=ColReader("labels", label_delim=" "), splitter=RandomSplitter(0.2, seed=0), item_tfms=Resize(SIZE),
+    )  # fmt: skip
+    dls = block.dataloaders(read_csv(table), bs=32, num_workers=0)
+    learn = Learner(
+        dls, small_cnn(len(MARKS), channels=(16, 32, 64), dropout=0.0), loss_func=BCEWithLogitsLossFlat()
+    )
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(8, 1e-2)
+    backend = FastaiBackend(learn, torch.device("cpu"), SIZE)
+    rng = np.random.default_rng(4321)
+    shown = shown_hits = absent = absent_hits = blank = 0
+    for _ in range(30):
+        image, marks, boxes = make_image(rng, SIZE)
+        prepared = backend.prepare(image)
+        for mark, box in zip(marks, boxes, strict=True):
+            shown += 1
+            shown_hits += inside(peak(explain_prepared(backend, prepared, mark).map), box)
+        for other in (m for m in MARKS if m not in marks):
+            cam = explain_prepared(backend, prepared, other).map
+            absent += 1
+            blank += cam.max() == 0
+            absent_hits += cam.max() > 0 and any(inside(peak(cam), box) for box in boxes)
+    print(
+        f"multi-label: shown label's peak in its mark {shown_hits}/{shown}; absent label's peak in a mark {absent_hits}/{absent} (all zero: {blank})"
+    )
+    assert shown_hits >= 0.9 * shown
+    assert absent_hits <= 0.2 * absent
