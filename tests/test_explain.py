@@ -373,3 +373,24 @@ def test_the_demo_pages_why_toggle_shows_the_overlay_in_a_real_browser(
         finally:
             browser.close()
     assert not problems, problems
+
+
+def test_the_predict_cli_writes_one_overlay_per_input(model: Path, tmp_path: Path) -> None:
+    from app.__main__ import main
+
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(13)
+    marked(rng, "bar")[0].save(inputs / "a.png")
+    marked(rng, "disc")[0].resize((50, 40)).save(inputs / "sub" / "a.png")  # the same name twice
+    (inputs / "notes.txt").write_text("not an image")
+    out = tmp_path / "overlays"
+    code = main(["predict", "--model", str(model), "--keep-going", "--explain", str(out), str(inputs)])
+    assert code == 1  # notes.txt is not an image: its row says so, and it gets no overlay
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a-2.explain.png", "a.explain.png"]
+    sizes = set()
+    for name in written:
+        with Image.open(out / name) as overlay:
+            sizes.add(overlay.size)
+    assert sizes == {(SIZE, SIZE), (50, 40)}

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.cli.explain_files import write_overlays
 from app.config import Settings
 from app.core.files import classify_files
 from app.core.prediction import ItemError
@@ -33,8 +34,11 @@ def collect(paths: list[Path]) -> list[Path]:
     return found
 
 
-async def predict_rows(settings: Settings, files: list[Path], top_k: int, keep_going: bool) -> list[Row]:
-    """One row per file (scoring's row shape), in order; without `keep_going`, up to the first failure."""
+async def predict_rows(
+    settings: Settings, files: list[Path], top_k: int, keep_going: bool, explain: Path | None = None
+) -> list[Row]:
+    """One row per file (scoring's row shape), in order; without `keep_going`, up to the first failure. With
+    `explain`, one overlay per classified file is written to that folder."""
     from tqdm import tqdm
 
     rows: list[Row] = []
@@ -51,6 +55,9 @@ async def predict_rows(settings: Settings, files: list[Path], top_k: int, keep_g
                     bar.close()
                     return rows
             bar.update(len(paths))
+        if explain is not None:
+            classified = [Path(r["path"]) for r in rows if "error" not in r]
+            await write_overlays(unit, classified, explain, settings.max_upload_bytes)
     bar.close()
     return rows
 
@@ -105,7 +112,13 @@ def table(rows: list[Row]) -> str:
 
 
 def run_predict(
-    settings: Settings, paths: list[Path], fmt: str, top_k: int | None, keep_going: bool, model_given: bool
+    settings: Settings,
+    paths: list[Path],
+    fmt: str,
+    top_k: int | None,
+    keep_going: bool,
+    model_given: bool,
+    explain: Path | None = None,
 ) -> int:
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -122,7 +135,7 @@ def run_predict(
         )
         return 2
     k = top_k or settings.top_k
-    rows = asyncio.run(predict_rows(settings, files, k, keep_going))
+    rows = asyncio.run(predict_rows(settings, files, k, keep_going, explain))
     width = max((len(ranked(r)) for r in rows), default=1)
     write(rows, fmt, width, sys.stdout)
     failed = sum("error" in r for r in rows)
