@@ -394,3 +394,17 @@ def test_the_predict_cli_writes_one_overlay_per_input(model: Path, tmp_path: Pat
         with Image.open(out / name) as overlay:
             sizes.add(overlay.size)
     assert sizes == {(SIZE, SIZE), (50, 40)}
+
+
+def test_a_fastai_resnet_is_explained_on_its_body_output() -> None:
+    """vision_learner's model is Sequential(body, head): the map is the body's output grid (64 px -> 2 x 2)."""
+    from fastai.vision.learner import create_vision_model
+    from torchvision.models import resnet18
+
+    model = create_vision_model(resnet18, n_out=3, pretrained=False).eval()
+    explanation = grad_cam(
+        model, torch.rand(1, 3, 64, 64), lambda x: torch.softmax(x, -1), ["a", "b", "c"], None
+    )
+    assert explanation.map.shape == (2, 2)
+    assert explanation.target == explanation.prediction.label
+    assert 0 <= explanation.map.min() <= explanation.map.max() <= 1
