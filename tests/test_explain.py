@@ -56,14 +56,21 @@ def png(image: Image.Image) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small CNN trained with the project's `train` (fastai) on 60 images a mark."""
+def marks_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 images a mark, in a folder per class."""
     root = tmp_path_factory.mktemp("single_marks") / "marks"
     rng = np.random.default_rng(0)
     for mark in MARKS:
         (root / mark).mkdir(parents=True)
         for i in range(60):
             marked(rng, mark)[0].save(root / mark / f"{mark}_{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(marks_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CNN trained with the project's `train` (fastai) on the marks."""
+    root = marks_data
     out = tmp_path_factory.mktemp("models") / "marks.pkl"
     code, _, stderr = run_cli(
         "train", str(root), "--out", str(out), "--arch", "cnn", "--size", str(SIZE), "--epochs", "4",
@@ -408,3 +415,12 @@ def test_a_fastai_resnet_is_explained_on_its_body_output() -> None:
     assert explanation.map.shape == (2, 2)
     assert explanation.target == explanation.prediction.label
     assert 0 <= explanation.map.min() <= explanation.map.max() <= 1
+
+
+def test_interpret_adds_the_overlays_of_the_top_losses(model: Path, marks_data: Path, tmp_path: Path) -> None:
+    from training.interpret import interpret
+
+    interpret(model, str(marks_data), tmp_path, k=4)
+    with Image.open(tmp_path / "top_losses_explained.png") as sheet:
+        assert sheet.format == "PNG"
+        assert sheet.width > 200

@@ -17,6 +17,7 @@ from PIL import Image
 
 from training.datasets import ImageTable, load_table, shorten
 from training.errors import TrainingError, warn
+from training.explain_report import plot_top_loss_overlays
 from training.loading import load_verified, read_model_manifest
 from training.manifest import Manifest
 from training.plots import plt, save_current_figure
@@ -109,6 +110,7 @@ def interpret_with(
         })  # fmt: skip
     pd.DataFrame(rows, columns=TOP_LOSSES_COLUMNS).to_csv(out / "top_losses.csv", index=False)
     plot_top_losses(rows, base, out / "top_losses.png")
+    plot_top_loss_overlays(learn, manifest, rows, base, out / "top_losses_explained.png")
 
     return [(str(a), str(b), int(n)) for a, b, n in interp.most_confused(min_val=1)]
 
