@@ -342,6 +342,27 @@ def test_multi_label_maps_peak_inside_each_present_labels_mark(
     assert shown_hits >= 0.9 * shown
     assert absent_hits <= 0.2 * absent
 
+    # Served (imported as a notebook export is): per label over real HTTP, with the multi-label answer's fields.
+    learn.export(root / "export.pkl")
+    models = tmp_path_factory.mktemp("multi_models")
+    code, _, stderr = run_cli("import", str(root / "export.pkl"), "--name", "marks", "--out", str(models))
+    assert code == 0, stderr
+    image, marks, _ = make_image(np.random.default_rng(99), SIZE)
+    with live_server(models / "marks.pkl", root / "server.log") as live:
+        for label in MARKS:
+            answer = httpx.post(
+                f"{live.base}/explain?target={label}", content=png(image), headers={"Content-Type": "image/png"},
+                timeout=30,
+            )  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["kind"] == "multi-label classifier"
+            assert body["target"] == label
+            assert "labels" in body
+            assert "threshold" in body
+            if label in marks:  # a label shown has evidence somewhere
+                assert np.array(body["map"]["values"]).max() > 0
+
 
 @pytest.mark.slow
 def test_the_demo_pages_why_toggle_shows_the_overlay_in_a_real_browser(
