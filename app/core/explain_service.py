@@ -3,7 +3,7 @@
 An explanation costs a forward and a backward pass that keeps every activation, so it runs on the model thread (in
 turn with the batches), at most `max_explains` at once in the process (past it: Overloaded, 503 + Retry-After, at
 once rather than queued), and is charged to the memory budget: the decoding working set, the resize, the graph
-(`graph_bytes`, measured once per model) and the overlay at the upload's size.
+(`graph_bytes`, measured once per model) and the overlay at the upload's size, and first what reading the header inflates.
 
 The ONNX backend keeps no gradients: a model served from ONNX is explained with its `.pkl` when it is beside it
 (verified against the manifest like any served pickle, loaded once per served version), else refused.
@@ -21,6 +21,7 @@ from app.core.budget import request_scope
 from app.core.errors import Overloaded
 from app.core.explain import ExplainUnsupported, Explanation, explain_prepared, graph_bytes
 from app.core.imaging import load_rgb, open_image, working_bytes
+from app.core.metadata import header_bytes
 from app.core.overlay import overlay_bytes, overlay_png
 from app.core.preprocess import resize_working_bytes
 from app.core.unit import ModelUnit
@@ -76,11 +77,19 @@ class Explainer:
     async def _explain(self, unit: ModelUnit, data: bytes, target: str | None) -> Explained:
         loop = asyncio.get_running_loop()
         torch_side = await self._torch_of(unit)
-        image = open_image(data, unit.limits.max_pixels)
+        text = header_bytes(
+            data
+        )  # what reading a PNG's text chunks inflates (0 for most images), as /predict
+        async with unit.budget.hold(text, "this image's header"):
+            if text:
+                image = await loop.run_in_executor(None, open_image, data, unit.limits.max_pixels)
+            else:
+                image = open_image(data, unit.limits.max_pixels)
         width, height = image.size
         spec = unit.manifest.preprocessing
         charge = (
-            working_bytes(image)
+            text
+            + working_bytes(image)
             + resize_working_bytes(spec.resize_method, spec.size, width, height)
             + torch_side.graph
             + overlay_bytes(width, height)
