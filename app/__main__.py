@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="try every file, reporting each failure in its row (exit 1 if any)",
     )
+    p.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="also write one Grad-CAM overlay per classified file to DIR (NAME.explain.png): where the evidence "
+        "for its top class is",
+    )
 
     p = sub.add_parser(
         "score",
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             args.top_k,
             args.keep_going,
             args.model is not None or args.model_dir is not None,
+            args.explain,
         )
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         60.0, gt=0, description="a request's body must arrive completely within this time, or it gets 408"
     )
+    max_explains: int = Field(
+        1,
+        ge=1,
+        description="explanations (/explain: a forward and a backward pass each) in progress at once before new "
+        "ones get 503 + Retry-After",
+    )
     top_k: int = Field(
         5, ge=1, le=1000, description="default number of classes in each answer's `top` list (1-1000)"
     )

@@ -28,11 +28,12 @@ from app.api.metrics import HttpMetrics, Metrics
 from app.api.policy import PolicyMiddleware, RoutePolicies
 from app.api.request_id import HEADER as REQUEST_ID_HEADER
 from app.api.request_id import RequestIdMiddleware
-from app.api.routes import admin, demo, docs, health, models, predict, prometheus, v2
+from app.api.routes import admin, demo, docs, explain, health, models, predict, prometheus, v2
 from app.api.security import KeyGuard, document_keys
 from app.config import Settings
 from app.core.budget import MemoryBudget
 from app.core.errors import ModelLoadError
+from app.core.explain_service import Explainer
 from app.core.repository import ModelRepository
 
 logger = logging.getLogger("learnserve")
@@ -94,7 +95,9 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         names = ", ".join(f"{u.name} ({u.version}, {u.backend.device})" for u in repository.units.values())
         logger.info("ready: serving %s", names)
         try:
-            yield {"repository": repository, "server": state, "settings": settings, "metrics": metrics}
+            explainer = Explainer(settings.max_explains)
+            yield {"repository": repository, "server": state, "settings": settings, "metrics": metrics,
+                   "explainer": explainer}  # fmt: skip
         finally:
             state.started = False
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -114,6 +117,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     )  # /docs and /redoc come from app/api/routes/docs.py: their assets are served here, not from a CDN
     errors.install(app)
     app.include_router(predict.router)
+    app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(v2.router)
     if settings.admin_key:

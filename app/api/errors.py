@@ -35,6 +35,8 @@ ERRORS: dict[str, tuple[int, dict[str, str] | None]] = {
     "too_many_pixels": (413, None),
     "too_many_files": (413, None),
     "unsupported_media_type": (415, None),
+    "explain_unsupported": (409, None),
+    "unknown_target": (400, None),
     "empty_file": (422, None),
     "corrupt_image": (422, None),
     "unreadable": (422, None),

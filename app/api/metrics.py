@@ -109,6 +109,16 @@ class Metrics:
             "transforms, and decoding the batch's small images", ["model"],
             buckets=INFERENCE_BUCKETS, registry=r,
         )  # fmt: skip
+        self.explanations = Counter(
+            "learnserve_explanations",
+            "Grad-CAM explanations answered (/explain), by model",
+            ["model"],
+            registry=r,
+        )
+        self.explain_seconds = Histogram(
+            "learnserve_explain_seconds", "Seconds per explanation: decoding, the forward and backward pass on the "
+            "model thread, and drawing the overlay", ["model"], buckets=INFERENCE_BUCKETS, registry=r,
+        )  # fmt: skip
         self.queue_depth = QueueDepth()
         r.register(self.queue_depth)
         self.budget = BudgetInUse()

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.cli.explain_files import write_overlays
 from app.config import Settings
 from app.core.files import classify_files
 from app.core.prediction import ItemError
@@ -34,10 +35,10 @@ def collect(paths: list[Path]) -> list[Path]:
 
 
 async def predict_rows(
-    settings: Settings, files: list[Path], top_k: int, keep_going: bool
+    settings: Settings, files: list[Path], top_k: int, keep_going: bool, explain: Path | None = None
 ) -> tuple[list[Row], list[str]]:
     """One row per file (scoring's row shape), in order, and the table's columns for the model's kind; without
-    `keep_going`, up to the first failure."""
+    `keep_going`, up to the first failure. With `explain`, one overlay per classified file is written there."""
     from tqdm import tqdm
 
     rows: list[Row] = []
@@ -55,6 +56,9 @@ async def predict_rows(
                     bar.close()
                     return rows, names
             bar.update(len(paths))
+        if explain is not None:
+            classified = [Path(r["path"]) for r in rows if "error" not in r]
+            await write_overlays(unit, classified, explain, settings.max_upload_bytes)
     bar.close()
     return rows, names
 
@@ -122,7 +126,13 @@ def table(rows: list[Row], names: list[str]) -> str:
 
 
 def run_predict(
-    settings: Settings, paths: list[Path], fmt: str, top_k: int | None, keep_going: bool, model_given: bool
+    settings: Settings,
+    paths: list[Path],
+    fmt: str,
+    top_k: int | None,
+    keep_going: bool,
+    model_given: bool,
+    explain: Path | None = None,
 ) -> int:
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -139,7 +149,7 @@ def run_predict(
         )
         return 2
     k = top_k or settings.top_k
-    rows, names = asyncio.run(predict_rows(settings, files, k, keep_going))
+    rows, names = asyncio.run(predict_rows(settings, files, k, keep_going, explain))
     write(rows, fmt, names, sys.stdout)
     failed = sum("error" in r for r in rows)
     if failed and not keep_going:

@@ -3,6 +3,7 @@
 // threshold slider re-reads the same answer (strictly over, as learn.predict decodes) without asking again.
 // A regression's values are listed by name; key points are drawn on the image (they come in its own pixels).
 // With several models, a picker chooses which (GET /models; POST /models/{name}/predict).
+// The "why?" toggle asks POST /explain for the same image and shows its Grad-CAM overlay beside the answer.
 // Every string from the server or the user goes into the page as text (textContent), never as markup.
 "use strict";
 
@@ -14,6 +15,7 @@
   let lastAnswer = null;
   let waitingFile = null; // an image chosen before the key was given
   let model = null; // the chosen model's name; null: the server's default model
+  let lastFile = null; // the image the answer is for, explained when "why?" is on
 
   // One decimal, or two where one would round to 100% or 0% (99.98%, not "100%" beside "0%").
   const percent = (p) => {
@@ -108,6 +110,10 @@
     multiLabel = model.kind === "multi-label classifier" ? { threshold: Number(model.threshold ?? 0.5) } : null;
     topK = multiLabel ? Math.max(1, classes.length) : Math.max(1, Math.min(5, classes.length || 5));
     $("threshold-row").hidden = !multiLabel;
+    // Only classifiers are explained (a regression's or key points' answer has no class to look for).
+    const classifier = !model.kind || model.kind.endsWith("classifier");
+    $("why").parentElement.hidden = !classifier;
+    if (!classifier) $("why").checked = false;
     if (multiLabel) setThreshold(multiLabel.threshold);
     $("key-panel").hidden = true;
     return true;
@@ -166,7 +172,9 @@
     $("chips").replaceChildren();
     $("chips").hidden = true;
     $("points-layer").replaceChildren();
+    clearWhy();
     lastAnswer = null;
+    lastFile = null;
   }
 
   function output(name, text) {
@@ -242,6 +250,34 @@
     $("bars").replaceChildren(...result.top.map((row, i) => bar(row, i === 0)));
   }
 
+  function clearWhy() {
+    $("why-figure").hidden = true;
+    $("overlay").removeAttribute("src");
+    $("why-caption").textContent = "";
+  }
+
+  async function explain(file) {
+    clearWhy();
+    if (!file || !$("why").checked) return;
+    const form = new FormData();
+    form.append("file", file, file.name || "pasted.png");
+    let response, body;
+    try {
+      ({ response, body } = await call(modelPath("/explain"), { method: "POST", body: form }));
+    } catch (error) {
+      setStatus(`Could not reach the server: ${error.message}`, true);
+      return;
+    }
+    if (file !== lastFile) return; // another image was chosen meanwhile
+    if (!response.ok || !body || typeof body.overlay !== "string" || !body.overlay.startsWith("data:image/png;base64,")) {
+      setStatus(`No explanation: ${describeError(response, body)}`, true);
+      return;
+    }
+    $("overlay").src = body.overlay;
+    $("why-caption").textContent = `Where the evidence for “${body.target}” is (red: most)`;
+    $("why-figure").hidden = false;
+  }
+
   async function classify(file) {
     if (!file) return;
     if (file.type && !file.type.startsWith("image/")) {
@@ -270,12 +306,16 @@
       $("label").textContent = "–";
       $("confidence").textContent = "The server could not classify this file.";
       $("bars").replaceChildren();
+      clearWhy();
+      lastFile = null;
       setStatus(describeError(response, body), true);
       return;
     }
     showResult(body);
+    lastFile = file;
     const id = response.headers.get("X-Request-ID");
     setStatus(`Answered in ${Math.round(performance.now() - started)} ms${id ? ` · request ${id}` : ""}`);
+    await explain(file);
   }
 
   function imageFrom(items) {
@@ -343,6 +383,8 @@
     setThreshold(Number(event.target.value));
     if (lastAnswer) showResult(lastAnswer);
   });
+
+  $("why").addEventListener("change", () => explain(lastFile));
 
   $("model-picker").addEventListener("change", (event) => {
     model = event.target.value;

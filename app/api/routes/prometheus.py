@@ -21,6 +21,8 @@ DESCRIPTION = """Prometheus text format. Besides the usual `process_*` and `pyth
 | `learnserve_predictions_total` | counter | `model`, `label` |
 | `learnserve_batch_size` | histogram | `model`: images per forward pass |
 | `learnserve_inference_seconds` | histogram | `model`: seconds per forward pass |
+| `learnserve_explanations_total` | counter | `model`: explanations answered (/explain) |
+| `learnserve_explain_seconds` | histogram | `model`: seconds per explanation |
 | `learnserve_queue_depth` | gauge | `model`: images queued or in the running batch |
 | `learnserve_model_load_seconds` | gauge | `model`: seconds to verify, load and warm its current version |
 | `learnserve_model_info` | gauge (1) | `model`, `version`, `sha256`, `arch`, `backend`, `device`, `classes`, `kind` |
