@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from app.core.explain import ExplainUnsupported, UnknownTarget, grad_cam
+from app.core.explain import grad_cam
+from app.core.explanation import ExplainUnsupported, UnknownTarget
 from app.core.overlay import upsample
 from tests.conftest import run_cli
 from tests.live_server import LiveServer, live_server

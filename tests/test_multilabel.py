@@ -87,6 +87,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export = root / "export.pkl"
     learn.export(export)
     out = tmp_path_factory.mktemp("models")
+    (out / "source").mkdir()  # the export and its data, for the --data test
+    (out / "source" / "export.pkl").write_bytes(export.read_bytes())
     code, stdout, stderr = run_cli("import", str(export), "--name", "marks", "--out", str(out), "--onnx")
     assert code == 0, stderr
     assert "as marks: multi-label classifier" in stdout
@@ -302,3 +304,18 @@ def test_the_demo_page_shows_chips_and_a_threshold_slider(
         finally:
             browser.close()
     assert not problems, problems
+
+
+def test_import_with_data_measures_accuracy_multi_and_f1(models: Path, tmp_path: Path) -> None:
+    """--data with a PASCAL-style CSV (path,labels): the manifest gets accuracy_multi and the macro F1."""
+    data = tmp_path / "data"
+    table = write_marks(data, n=60, size=32, seed=99)  # images the learner never saw
+    out = tmp_path / "out"
+    code, _, stderr = run_cli("import", str(models / "source" / "export.pkl"), "--name", "marks", "--out", str(out),
+                              "--data", str(table))  # fmt: skip
+    assert code == 0, stderr
+    metrics = read_manifest(out / "marks.pkl").metrics
+    assert metrics is not None
+    assert metrics.f1 is not None
+    assert metrics.accuracy >= 0.85
+    assert metrics.f1 >= 0.7

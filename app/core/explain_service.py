@@ -19,7 +19,7 @@ from typing import Any
 
 from app.core.budget import request_scope
 from app.core.errors import Overloaded
-from app.core.explain import ExplainUnsupported, Explanation, explain_prepared, graph_bytes
+from app.core.explanation import ExplainUnsupported, Explanation
 from app.core.imaging import load_rgb, open_image, working_bytes
 from app.core.metadata import header_bytes
 from app.core.overlay import overlay_bytes, overlay_png
@@ -100,6 +100,8 @@ class Explainer:
             backend = torch_side.backend
             prepared = await loop.run_in_executor(None, backend.prepare, rgb)
             worker = unit.batcher._worker
+            from app.core.explain import explain_prepared  # torch: only where a model is explained
+
             explanation = await loop.run_in_executor(worker, explain_prepared, backend, prepared, target)
             png = await loop.run_in_executor(
                 None, overlay_png, rgb, explanation.map, spec.resize_method, spec.size
@@ -117,6 +119,8 @@ class Explainer:
             source = f"{unit.file.path.with_suffix('.pkl').name} (beside the served ONNX model, which has no gradients)"
         if not hasattr(backend, "model"):
             raise ExplainUnsupported(f"the {backend.kind} backend keeps no torch model to explain with")
+        from app.core.explain import graph_bytes
+
         graph = await loop.run_in_executor(unit.batcher._worker, graph_bytes, backend)
         known = self._torch.setdefault(unit, _Torch(backend, source, graph))
         return known
