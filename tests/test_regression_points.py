@@ -268,5 +268,68 @@ def test_the_command_lines_write_values_and_points(models: Path, tmp_path: Path)
     run = cli("brightness", "predict", str(folder), "--format", "json", "--keep-going")
     assert run.returncode == 1  # one file could not be read
     answers = {Path(r["path"]).name: r for r in json.loads(run.stdout)}
-    assert set(answers["d0.png"]["values"]) == {"value_1"}
+    assert [v["name"] for v in answers["d0.png"]["values"]] == ["value_1"]
+    run = cli("dot", "predict", str(folder / "d0.png"), "--format", "json")
+    assert run.returncode == 0, run.stderr
+    [answer] = json.loads(run.stdout)
+    assert [p["name"] for p in answer["points"]] == ["point_1"]
+    assert answer["points"][0]["x"] == pytest.approx(rows["d0.png"]["point_1_x"], abs=1e-5)
     assert answers["broken.png"]["error"]["code"] == "unsupported_media_type"
+
+
+def test_a_presized_point_learner_with_a_plain_torch_loss(tmp_path: Path) -> None:
+    """The book's presizing (Resize(48) per item, then a batch transform to 32) and nn.MSELoss, which has no
+    `activation` (the model gives [N, 1, 2], the targets' shape, as nn.MSELoss does not flatten): learn.predict applies none and gives points in the 32 px input's pixels; the answer is that point
+    scaled back through both resizes, in the upload's pixels."""
+    import torch
+    from fastai.learner import load_learner
+    from fastai.torch_core import set_seed
+    from fastai.vision.all import (
+        DataBlock,
+        ImageBlock,
+        Learner,
+        PointBlock,
+        RandomSplitter,
+        Resize,
+        ResizeMethod,
+        aug_transforms,
+    )
+
+    from training.architectures import small_cnn
+
+    set_seed(0)
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(240):
+        x, y = float(rng.uniform(4, 36)), float(rng.uniform(4, 26))
+        dot(x, y, rng).save(tmp_path / f"{i:03d}.png")
+        rows.append((str(tmp_path / f"{i:03d}.png"), (x, y)))
+    targets = dict(rows)
+    frame = pd.DataFrame({"path": [r[0] for r in rows]})
+    block = DataBlock(
+        blocks=(ImageBlock, PointBlock), get_x=lambda r: r["path"], get_y=lambda r: torch.tensor([targets[r["path"]]]),
+        splitter=RandomSplitter(0.15, seed=0), item_tfms=Resize(48, method=ResizeMethod.Pad, pad_mode="zeros"),
+        batch_tfms=aug_transforms(size=SIZE, do_flip=False, max_lighting=0),  # at validation: a resize to 32
+    )  # fmt: skip
+    learn = Learner(block.dataloaders(frame, bs=32, num_workers=0), torch.nn.Sequential(small_cnn(2, channels=(16, 32, 64), dropout=0), torch.nn.Unflatten(1, (1, 2))),
+                    loss_func=torch.nn.MSELoss())  # fmt: skip
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(12, 1e-2)
+    learn.export(tmp_path / "export.pkl")
+    out = tmp_path / "models"
+    code, _, stderr = run_cli("import", str(tmp_path / "export.pkl"), "--name", "presized", "--out", str(out))
+    assert code == 0, stderr
+    assert read_manifest(out / "presized.pkl").input_size == SIZE
+    served = load_learner(out / "presized.pkl")
+    errors = []
+    with live_server(out / "presized.pkl", tmp_path / "server.log") as live:
+        for _ in range(6):
+            x, y = float(rng.uniform(6, 34)), float(rng.uniform(6, 24))
+            image = dot(x, y, rng)
+            [point] = post(live, "presized", png(image)).json()["points"]
+            (px, py) = served.predict(png(image))[0].tolist()[0]  # in the 32 px input's pixels
+            sx, sy, ox, oy = input_to_image("pad", 48, 40, 30)
+            expected = (ox + px * 48 / SIZE * sx, oy + py * 48 / SIZE * sy)
+            assert (point["x"], point["y"]) == pytest.approx(expected, abs=1e-3)
+            errors.append(np.hypot(point["x"] - x, point["y"] - y))
+    assert np.median(errors) < 4, errors

@@ -60,7 +60,7 @@ def predict_all(learn: Any, images: list[bytes]) -> list[list[float]]:
     with learn.no_bar():
         for data in images:
             _, _, probs = learn.predict(data)
-            answers.append([float(p) for p in probs])
+            answers.append([float(p) for p in probs.flatten()])  # key points: [points, 2]
     return answers
 
 
@@ -140,7 +140,7 @@ def validate(learn: Any, rows_csv: str) -> dict[str, Any]:
     frame = pd.read_csv(rows_csv, dtype=str, keep_default_na=False)
     vocab = [str(c) for c in learn.dls.vocab]
     thresh = threshold_of(learn)
-    multi = "MultiCategorize" in [type(t).__name__ for t in learn.dls.valid_ds.tls[1].tfms.fs]
+    multi = any("MultiCategorize" in type(t).__name__ for t in learn.dls.valid_ds.tls[1].tfms.fs)
     labels = [str(v).split() if multi else [str(v)] for v in frame["label"]]
     unknown = sorted({x for row in labels for x in row} - set(vocab))
     if unknown:

@@ -48,7 +48,7 @@ def learner_kind(learn: Any) -> str:
         raise NotServable(f"a learner with several inputs or targets: {SERVED}")
     targets = [type(t).__name__ for t in tls[1].tfms.fs]
     loss = type(getattr(learn.loss_func, "func", learn.loss_func)).__name__
-    if "MultiCategorize" in targets:
+    if "MultiCategorize" in targets or "EncodedMultiCategorize" in targets:  # labels, or one-hot columns
         if threshold_of(learn) is None:
             raise NotServable(
                 f"a multi-label classifier whose loss ({type(learn.loss_func).__name__}) has no threshold "

@@ -72,8 +72,16 @@ def as_json(row: Row, names: list[str]) -> dict[str, Any]:
     """The API's shapes: a prediction with `top` (and `labels`), values, points, or `error: {code, detail}`."""
     if "error" in row:
         return {"path": row["path"], "error": {"code": row["error"], "detail": row["detail"]}}
-    if "label" not in row:  # regression or key points: the output columns, by name
-        return {"path": row["path"], "values": {n: round(row[n], 6) for n in outputs(row, names)}}
+    if "label" not in row and names[1:2] and names[1].endswith("_x"):  # key points, as the API answers them
+        pairs = outputs(row, names)
+        points = [{"name": x[: -len("_x")], "x": round(row[x], 6), "y": round(row[y], 6)}
+                  for x, y in zip(pairs[::2], pairs[1::2], strict=True)]  # fmt: skip
+        return {"path": row["path"], "points": points}
+    if "label" not in row:  # regression: the values, by name
+        return {
+            "path": row["path"],
+            "values": [{"name": n, "value": round(row[n], 6)} for n in outputs(row, names)],
+        }
     top = [{"label": label, "probability": round(p, 6)} for label, p in ranked(row)]
     labels = {"labels": row["labels"].split()} if "labels" in row else {}
     return {

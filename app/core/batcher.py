@@ -136,6 +136,11 @@ class Batcher:
                     announced.pending = 0
                     self._more.notify()
 
+    @property
+    def worker(self) -> ModelWorker:
+        """The model thread this batcher's batches run on (other model-thread work, e.g. an explanation, too)."""
+        return self._worker
+
     async def submit(self, items: Sequence[Any], announced: Announcement | None = None) -> list[Outcome]:
         if not self._accepting:
             raise NotReady(SHUTTING_DOWN)

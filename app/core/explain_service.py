@@ -99,7 +99,7 @@ class Explainer:
             rgb = await loop.run_in_executor(None, load_rgb, image)
             backend = torch_side.backend
             prepared = await loop.run_in_executor(None, backend.prepare, rgb)
-            worker = unit.batcher._worker
+            worker = unit.batcher.worker
             from app.core.explain import explain_prepared  # torch: only where a model is explained
 
             explanation = await loop.run_in_executor(worker, explain_prepared, backend, prepared, target)
@@ -121,7 +121,7 @@ class Explainer:
             raise ExplainUnsupported(f"the {backend.kind} backend keeps no torch model to explain with")
         from app.core.explain import graph_bytes
 
-        graph = await loop.run_in_executor(unit.batcher._worker, graph_bytes, backend)
+        graph = await loop.run_in_executor(unit.batcher.worker, graph_bytes, backend)
         known = self._torch.setdefault(unit, _Torch(backend, source, graph))
         return known
 

@@ -224,7 +224,10 @@ class ModelUnit:
         if not (isinstance(answer, Points) and isinstance(item, _Sized)):
             return answer
         sx, sy, ox, oy = input_to_image(self._resize.resize_method, self._resize.size, *item.size)
-        return Points(tuple((ox + x * sx, oy + y * sy) for x, y in answer.points))
+        # Points come in the model input's pixels; a presized learner (Resize(460), then a batch transform to
+        # 224) resizes once more after the Resize this undoes.
+        presized = self._resize.size / self.backend.input_size
+        return Points(tuple((ox + x * presized * sx, oy + y * presized * sy) for x, y in answer.points))
 
     def _batch_done(self, size: int, seconds: float) -> None:
         if self.observer:

@@ -70,8 +70,14 @@ class FastaiBackend:
         self.batch_tfms = dls.valid.after_batch  # e.g. IntToFloatTensor -> (augmentations) -> Normalize
         self.item_tfms.split_idx = 1  # validation behaviour: centre crops, augmentation off
         self.batch_tfms.split_idx = 1
-        # The loss's activation, as learn.predict applies it: softmax, sigmoid, or none (regression, key points).
-        self.activation = getattr(learn.loss_func, "activation", lambda x: torch.softmax(x, dim=-1))
+        # The loss's activation, as learn.predict applies it (softmax, sigmoid, or none for regression and key
+        # points). A plain torch loss has none: fastai then applies nothing, except that a classifier's answers
+        # are probabilities (its kind's own activation).
+        default = {
+            "single-label classifier": lambda x: torch.softmax(x, dim=-1),
+            "multi-label classifier": torch.sigmoid,
+        }
+        self.activation = getattr(learn.loss_func, "activation", default.get(kind, lambda x: x))
         self._item_lock = threading.Lock()
         self._tensor_type = type(
             self._fastai_item(Image.new("RGB", (3, 3)))
