@@ -115,3 +115,39 @@ def client(settings):  # type: ignore[no-untyped-def]
 
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def marks_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multi-label learner trained the way a notebook does it (DataBlock with MultiCategoryBlock, the loss's own
+    threshold 0.4, learn.export()) on training/marks.py's set of 320 images; the data's labels.csv is beside it."""
+    import pandas as pd
+    from fastai.vision.all import (
+        BCEWithLogitsLossFlat,
+        ColReader,
+        DataBlock,
+        ImageBlock,
+        Learner,
+        MultiCategoryBlock,
+        RandomSplitter,
+        Resize,
+        accuracy_multi,
+    )
+
+    from training.architectures import small_cnn
+    from training.marks import MARKS, write_marks
+
+    root = tmp_path_factory.mktemp("marks")
+    table = write_marks(root, n=320, size=32, seed=0)
+    block = DataBlock(
+        blocks=(ImageBlock, MultiCategoryBlock), get_x=ColReader("path", pref=f"{root}/"),
+        get_y=ColReader("labels", label_delim=" "), splitter=RandomSplitter(0.2, seed=0), item_tfms=Resize(32),
+    )  # fmt: skip
+    dls = block.dataloaders(pd.read_csv(table), bs=32, num_workers=0)
+    assert list(dls.vocab) == list(MARKS)
+    learn = Learner(dls, small_cnn(len(MARKS), channels=(16, 32, 64), dropout=0.0),
+                    loss_func=BCEWithLogitsLossFlat(thresh=0.4), metrics=accuracy_multi)  # fmt: skip
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(8, 1e-2)
+    learn.export(root / "export.pkl")
+    return root / "export.pkl"

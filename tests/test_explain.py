@@ -237,7 +237,7 @@ def test_past_the_limit_an_explanation_is_refused_at_once_and_the_running_one_is
             graph = explainer._torch[unit].graph
             assert graph > 0
             release = threading.Event()
-            unit.batcher._worker.submit(release.wait)  # the model thread is busy until released
+            unit.batcher.worker.submit(release.wait)  # the model thread is busy until released
             try:
                 first = asyncio.create_task(explainer.explain(unit, png(image), None))
                 for _ in range(2000):  # poll (no sleep as synchronisation): until the first holds its charge
@@ -290,39 +290,18 @@ def test_onnx_is_explained_with_the_pkl_beside_it_and_refused_without(model: Pat
 
 
 def test_multi_label_maps_peak_inside_each_present_labels_mark(
-    tmp_path_factory: pytest.TempPathFactory,
+    marks_export: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """training/marks.py's multi-label set (one to three marks, each in its own quadrant, boxes known): the map for
-    each label shown peaks inside that label's mark; the map for a label not shown does not peak inside any mark."""
-    from fastai.vision.all import (
-        BCEWithLogitsLossFlat,
-        ColReader,
-        DataBlock,
-        ImageBlock,
-        Learner,
-        MultiCategoryBlock,
-        RandomSplitter,
-        Resize,
-    )
-    from pandas import read_csv
+    each label shown peaks inside that label's mark; the map for a label not shown does not peak inside any mark.
+    The learner is the notebook-style multi-label export that tests/test_multilabel.py serves (tests/conftest.py)."""
+    from fastai.learner import load_learner
 
     from app.core.backends.fastai import FastaiBackend
     from app.core.explain import explain_prepared
-    from training.architectures import small_cnn
-    from training.marks import make_image, write_marks
+    from training.marks import make_image
 
-    root = tmp_path_factory.mktemp("multi_marks")
-    table = write_marks(root, n=320, size=SIZE, seed=0)
-    block = DataBlock(
-        blocks=(ImageBlock, MultiCategoryBlock), get_x=ColReader("path", pref=f"{root}/"),
-        get_y=ColReader("labels", label_delim=" "), splitter=RandomSplitter(0.2, seed=0), item_tfms=Resize(SIZE),
-    )  # fmt: skip
-    dls = block.dataloaders(read_csv(table), bs=32, num_workers=0)
-    learn = Learner(
-        dls, small_cnn(len(MARKS), channels=(16, 32, 64), dropout=0.0), loss_func=BCEWithLogitsLossFlat()
-    )
-    with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(8, 1e-2)
+    learn = load_learner(marks_export)
     backend = FastaiBackend(learn, torch.device("cpu"), SIZE, "multi-label classifier", list(MARKS))
     rng = np.random.default_rng(4321)
     shown = shown_hits = absent = absent_hits = blank = 0
@@ -344,12 +323,11 @@ def test_multi_label_maps_peak_inside_each_present_labels_mark(
     assert absent_hits <= 0.2 * absent
 
     # Served (imported as a notebook export is): per label over real HTTP, with the multi-label answer's fields.
-    learn.export(root / "export.pkl")
     models = tmp_path_factory.mktemp("multi_models")
-    code, _, stderr = run_cli("import", str(root / "export.pkl"), "--name", "marks", "--out", str(models))
+    code, _, stderr = run_cli("import", str(marks_export), "--name", "marks", "--out", str(models))
     assert code == 0, stderr
     image, marks, _ = make_image(np.random.default_rng(99), SIZE)
-    with live_server(models / "marks.pkl", root / "server.log") as live:
+    with live_server(models / "marks.pkl", models / "server.log") as live:
         for label in MARKS:
             answer = httpx.post(
                 f"{live.base}/explain?target={label}", content=png(image), headers={"Content-Type": "image/png"},

@@ -47,48 +47,10 @@ IMAGES = held_out_images()
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A multi-label learner trained the way a notebook does it, exported with learn.export(), then imported."""
-    from fastai.vision.all import (
-        BCEWithLogitsLossFlat,
-        ColReader,
-        DataBlock,
-        ImageBlock,
-        Learner,
-        MultiCategoryBlock,
-        RandomSplitter,
-        Resize,
-        accuracy_multi,
-    )
-
-    from training.architectures import small_cnn
-
-    root = tmp_path_factory.mktemp("marks")
-    table = write_marks(root, n=320, size=32, seed=0)
-    import pandas as pd
-
-    block = DataBlock(
-        blocks=(ImageBlock, MultiCategoryBlock),
-        get_x=ColReader("path", pref=f"{root}/"),
-        get_y=ColReader("labels", label_delim=" "),
-        splitter=RandomSplitter(0.2, seed=0),
-        item_tfms=Resize(32),
-    )
-    dls = block.dataloaders(pd.read_csv(table), bs=32, num_workers=0)
-    assert list(dls.vocab) == list(MARKS)
-    learn = Learner(
-        dls,
-        small_cnn(len(MARKS), channels=(16, 32, 64), dropout=0.0),
-        loss_func=BCEWithLogitsLossFlat(thresh=THRESHOLD),
-        metrics=accuracy_multi,
-    )
-    with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(8, 1e-2)
-    export = root / "export.pkl"
-    learn.export(export)
+def models(marks_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The notebook-style multi-label export (tests/conftest.py), imported."""
+    export = marks_export
     out = tmp_path_factory.mktemp("models")
-    (out / "source").mkdir()  # the export and its data, for the --data test
-    (out / "source" / "export.pkl").write_bytes(export.read_bytes())
     code, stdout, stderr = run_cli("import", str(export), "--name", "marks", "--out", str(out), "--onnx")
     assert code == 0, stderr
     assert "as marks: multi-label classifier" in stdout
@@ -306,12 +268,12 @@ def test_the_demo_page_shows_chips_and_a_threshold_slider(
     assert not problems, problems
 
 
-def test_import_with_data_measures_accuracy_multi_and_f1(models: Path, tmp_path: Path) -> None:
+def test_import_with_data_measures_accuracy_multi_and_f1(marks_export: Path, tmp_path: Path) -> None:
     """--data with a PASCAL-style CSV (path,labels): the manifest gets accuracy_multi and the macro F1."""
     data = tmp_path / "data"
     table = write_marks(data, n=60, size=32, seed=99)  # images the learner never saw
     out = tmp_path / "out"
-    code, _, stderr = run_cli("import", str(models / "source" / "export.pkl"), "--name", "marks", "--out", str(out),
+    code, _, stderr = run_cli("import", str(marks_export), "--name", "marks", "--out", str(out),
                               "--data", str(table))  # fmt: skip
     assert code == 0, stderr
     metrics = read_manifest(out / "marks.pkl").metrics

@@ -118,6 +118,7 @@ def test_interpret_grid_titles_name_the_files(
     tiny_model: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import training.interpret
+    import training.plots
     from training.plots import plt
 
     titles: dict[str, list[str]] = {}
@@ -128,6 +129,7 @@ def test_interpret_grid_titles_name_the_files(
         return save(path, title)
 
     monkeypatch.setattr(training.interpret, "save_current_figure", capture)
+    monkeypatch.setattr(training.plots, "save_current_figure", capture)  # the image grid (plot_image_grid)
     code, _, err = run_cli(
         "interpret", str(tiny_model), str(dataset), "--out", str(tmp_path / "r"), "--top", "4"
     )

@@ -7,21 +7,19 @@ cleaned with it), and its probabilities say whose they are: the predicted class'
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import pandas as pd
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import Learner
-from PIL import Image
 
 from training.datasets import ImageTable, load_table, shorten
 from training.errors import TrainingError, warn
 from training.loading import load_verified, read_model_manifest
 from training.manifest import Manifest
 from training.multilabel_reports import interpret_multi
-from training.plots import plt, save_current_figure
+from training.plots import plot_image_grid, save_current_figure
 from training.progress import quiet
 from training.splits import DESCRIBED, RANDOM_KINDS, given_split, random_split
 
@@ -124,17 +122,12 @@ def interpret_with(
 
 def plot_top_losses(rows: list[dict[str, object]], base: Path, path: Path) -> Path:
     """The images behind the top losses, each titled with its path in the data folder, as in the CSV."""
-    ncols = max(1, math.ceil(math.sqrt(len(rows))))
-    nrows = max(1, math.ceil(len(rows) / ncols))
-    _, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row in zip(axes.flat, rows, strict=False):
-        with Image.open(base / str(row["path"])) as im:
-            ax.imshow(im.convert("RGB"))
-        ax.set_title(
-            f"{row['path']}\npredicted {row['predicted']} ({row['predicted_probability']:.2f})\n"
-            f"actual {row['actual']} ({row['actual_probability']:.2f}), loss {row['loss']:.2f}",
-            fontsize=9,
-        )
-    return save_current_figure(path, title="top losses: file, predicted and actual class (probability), loss")
+    images = [
+        (base / str(row["path"]),
+         f"{row['path']}\npredicted {row['predicted']} ({row['predicted_probability']:.2f})\n"
+         f"actual {row['actual']} ({row['actual_probability']:.2f}), loss {row['loss']:.2f}")
+        for row in rows
+    ]  # fmt: skip
+    return plot_image_grid(
+        images, path, title="top losses: file, predicted and actual class (probability), loss"
+    )

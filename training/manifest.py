@@ -28,6 +28,13 @@ REGRESSION: Kind = "regression"
 POINTS: Kind = "key points"
 KINDS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL, REGRESSION, POINTS)
 CLASSIFIERS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL)
+# The activation learn.predict applies to each kind's outputs (its loss's), and the ONNX graph holds.
+ACTIVATION: dict[str, Literal["softmax", "sigmoid", "none"]] = {
+    SINGLE_LABEL: "softmax",
+    MULTI_LABEL: "sigmoid",
+    REGRESSION: "none",
+    POINTS: "none",
+}
 
 
 class Normalization(BaseModel):

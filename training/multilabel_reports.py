@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from training.multilabel import Scores, one_hot, scores
-from training.plots import plt, save_current_figure
+from training.plots import plot_image_grid, plt, save_current_figure
 from training.progress import quiet
 
 PER_LABEL_COLUMNS = ["label", "precision", "recall", "f1", "support"]
@@ -121,18 +121,10 @@ def interpret_multi(learn: Any, frame: Any, base: Path, out: Path, k: int) -> li
 
 def plot_top_losses(rows: list[dict[str, Any]], base: Path, path: Path) -> Path:
     """The images behind the top losses, each titled with its path, its labels and the labels given."""
-    import math
-
-    from PIL import Image
-
-    ncols = max(1, math.ceil(math.sqrt(len(rows))))
-    nrows = max(1, math.ceil(len(rows) / ncols))
-    _, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row in zip(axes.flat, rows, strict=False):
-        with Image.open(base / str(row["path"])) as im:
-            ax.imshow(im.convert("RGB"))
-        ax.set_title(f"{row['path']}\nactual: {row['actual'] or '(none)'}\ngiven: {row['predicted'] or '(none)'}\n"
-                     f"loss {row['loss']:.2f}", fontsize=9)  # fmt: skip
-    return save_current_figure(path, title="top losses: file, its labels, the labels given, loss")
+    captions = [
+        f"{row['path']}\nactual: {row['actual'] or '(none)'}\ngiven: {row['predicted'] or '(none)'}\n"
+        f"loss {row['loss']:.2f}"
+        for row in rows
+    ]
+    images = [(base / str(row["path"]), caption) for row, caption in zip(rows, captions, strict=True)]
+    return plot_image_grid(images, path, title="top losses: file, its labels, the labels given, loss")

@@ -23,10 +23,8 @@ from torch import nn
 from training.errors import TrainingError
 from training.loading import load_verified
 from training.manifest import (
-    MULTI_LABEL,
+    ACTIVATION,
     POINTS,
-    REGRESSION,
-    SINGLE_LABEL,
     Manifest,
     Normalization,
     OnnxExport,
@@ -78,7 +76,6 @@ ACTIVATIONS: dict[str, Any] = {
         x
     ),  # regression, key points: the model's outputs as they are (MSELossFlat has no activation)
 }
-KIND_ACTIVATION = {SINGLE_LABEL: "softmax", MULTI_LABEL: "sigmoid", REGRESSION: "none", POINTS: "none"}
 
 
 class WithActivation(nn.Module):
@@ -99,7 +96,7 @@ class WithActivation(nn.Module):
 def activation_of(learn: Any, manifest: Manifest, size: int) -> str:
     """The activation the learner's loss applies (what learn.predict's outputs went through), checked on random
     logits against the one its kind expects: softmax for single-label, sigmoid for multi-label, none otherwise."""
-    expected = KIND_ACTIVATION[manifest.kind]
+    expected = ACTIVATION[manifest.kind]
     activation = getattr(learn.loss_func, "activation", None)
     logits = learn.model.eval()(torch.randn(2, 3, size, size))
     if activation is None or not torch.allclose(activation(logits), ACTIVATIONS[expected](logits), atol=1e-6):

@@ -25,14 +25,16 @@ from pydantic import BaseModel, Field
 
 from app.core.errors import CoreError, FileTooLarge, TooManyFiles
 from app.core.prediction import Answer, Points, Prediction, Values
+from training.manifest import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from training.manifest import POINTS as KEY_POINTS
 
 INPUT = "image"
 PROBABILITIES, LABEL, LABELS, VALUES, POINTS = "probabilities", "label", "labels", "values", "points"
-OUTPUTS = {  # each kind's outputs
-    "single-label classifier": (PROBABILITIES, LABEL),
-    "multi-label classifier": (PROBABILITIES, LABEL, LABELS),
-    "regression": (VALUES,),
-    "key points": (POINTS,),
+OUTPUTS: dict[str, tuple[str, ...]] = {  # each kind's outputs
+    SINGLE_LABEL: (PROBABILITIES, LABEL),
+    MULTI_LABEL: (PROBABILITIES, LABEL, LABELS),
+    REGRESSION: (VALUES,),
+    KEY_POINTS: (POINTS,),
 }
 
 Parameters = dict[str, Any]

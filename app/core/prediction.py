@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.core.errors import CoreError
+from training.manifest import POINTS, REGRESSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,9 @@ Outcome = Answer | ItemError
 def decode(kind: str, outputs: NDArray[np.float32], classes: Sequence[str], input_size: int) -> list[Answer]:
     """One answer per row of an [N, outputs] array: probabilities for a classifier, values for a regression, and
     for key points values in -1..1 across the input, unscaled as fastai's PointScaler decodes them."""
-    if kind == "regression":
+    if kind == REGRESSION:
         return [Values(tuple(row)) for row in outputs.reshape(len(outputs), -1).tolist()]
-    if kind == "key points":
+    if kind == POINTS:
         pixels = (outputs.reshape(len(outputs), -1, 2).astype(np.float64) + 1) * input_size / 2
         return [Points(tuple((x, y) for x, y in row)) for row in pixels.tolist()]
     return list(from_probabilities(outputs, classes))

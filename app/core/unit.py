@@ -30,7 +30,7 @@ from app.core.observer import Observer
 from app.core.prediction import Answer, ItemError, Outcome, Points, Prediction
 from app.core.preprocess import input_to_image, resize_working_bytes
 from app.core.verify import VerifiedFile
-from training.manifest import Manifest
+from training.manifest import POINTS, Manifest
 
 Item = bytes | ItemError
 # Below this decoding working set (a 128x128 RGB image) an image is decoded without a hop to a thread: on the model
@@ -81,6 +81,7 @@ class ModelUnit:
         self.input_bytes = 3 * backend.input_size * backend.input_size  # a uint8 RGB input at model size
         self.file = file
         self._resize = file.manifest.preprocessing
+        self._points = file.manifest.kind == POINTS  # answered in the upload's pixels: its size travels along
         self.backend = backend
         self.limits = limits
         self.observer = observer
@@ -203,7 +204,7 @@ class ModelUnit:
             prepared = self.backend.prepare(rgb)
         except CoreError as e:
             return ItemError.of(e)
-        return _Sized(prepared, rgb.size) if self.manifest.kind == "key points" else prepared
+        return _Sized(prepared, rgb.size) if self._points else prepared
 
     def _labels_given(self, outcomes: Sequence[Outcome]) -> list[str]:
         predictions = [o for o in outcomes if isinstance(o, Prediction)]

@@ -17,19 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from app.core.prediction import ItemError, Outcome, Points, Values
+from training.manifest import MULTI_LABEL, POINTS, REGRESSION, SINGLE_LABEL
 
 Row = dict[str, Any]
 
 
-def columns(top_k: int, kind: str = "single-label classifier", names: Sequence[str] = ()) -> list[str]:
+def columns(top_k: int, kind: str = SINGLE_LABEL, names: Sequence[str] = ()) -> list[str]:
     """The table's columns for a model of this kind whose outputs are `names` (the manifest's `classes`)."""
-    if kind == "regression":
+    if kind == REGRESSION:
         middle = list(names)
-    elif kind == "key points":
+    elif kind == POINTS:
         middle = [f"{name}_{axis}" for name in names for axis in "xy"]
     else:
         extra = [c for i in range(2, top_k + 1) for c in (f"label_{i}", f"probability_{i}")]
-        middle = [*(["labels"] if kind == "multi-label classifier" else []), "label", "probability", *extra]
+        middle = [*(["labels"] if kind == MULTI_LABEL else []), "label", "probability", *extra]
     return ["path", *middle, "error", "detail"]
 
 

@@ -30,7 +30,7 @@ from app.core.errors import ModelLoadError
 from app.core.prediction import Answer, decode
 from app.core.preprocess import Preprocessor
 from app.core.verify import VerifiedFile, verified_bytes
-from training.manifest import Preprocessing, item_pipeline, manifest_path
+from training.manifest import ACTIVATION, Preprocessing, item_pipeline, manifest_path
 
 logger = logging.getLogger("learnserve")
 
@@ -74,10 +74,11 @@ class FastaiBackend:
         # points). A plain torch loss has none: fastai then applies nothing, except that a classifier's answers
         # are probabilities (its kind's own activation).
         default = {
-            "single-label classifier": lambda x: torch.softmax(x, dim=-1),
-            "multi-label classifier": torch.sigmoid,
+            "softmax": lambda x: torch.softmax(x, dim=-1),
+            "sigmoid": torch.sigmoid,
+            "none": lambda x: x,
         }
-        self.activation = getattr(learn.loss_func, "activation", default.get(kind, lambda x: x))
+        self.activation = getattr(learn.loss_func, "activation", default[ACTIVATION[kind]])
         self._item_lock = threading.Lock()
         self._tensor_type = type(
             self._fastai_item(Image.new("RGB", (3, 3)))

@@ -20,14 +20,7 @@ from app.core.errors import ModelLoadError
 from app.core.prediction import Answer, decode
 from app.core.preprocess import Preprocessor
 from app.core.verify import VerifiedFile, check_unchanged
-
-# The activation inside the graph for each kind (training/onnx_export.py puts it there).
-ACTIVATIONS = {
-    "single-label classifier": "softmax",
-    "multi-label classifier": "sigmoid",
-    "regression": "none",
-    "key points": "none",
-}
+from training.manifest import ACTIVATION
 
 
 class OnnxBackend:
@@ -37,7 +30,7 @@ class OnnxBackend:
         manifest = file.manifest
         if manifest.onnx is None:
             raise ModelLoadError(f"{file.path}: the manifest has no onnx section")
-        expected = ACTIVATIONS[manifest.kind]
+        expected = ACTIVATION[manifest.kind]
         if manifest.onnx.activation != expected:
             raise ModelLoadError(
                 f"{file.path}: the graph applies a {manifest.onnx.activation}, but a {manifest.kind} needs a "
