@@ -20,13 +20,16 @@ MANIFEST_VERSION = 1
 # single-label: CategoryBlock, CrossEntropyLossFlat (softmax, one label);
 # multi-label: MultiCategoryBlock, BCEWithLogitsLossFlat (sigmoid, every label over its threshold);
 # regression: RegressionBlock, MSELossFlat (the model's outputs as they are, one value each);
-# key points: PointBlock, MSELossFlat (x, y pairs scaled to -1..1 across the model's input, as PointScaler does).
-Kind = Literal["single-label classifier", "multi-label classifier", "regression", "key points"]
+# key points: PointBlock, MSELossFlat (x, y pairs scaled to -1..1 across the model's input, as PointScaler does);
+# segmentation: MaskBlock(codes), CrossEntropyLossFlat(axis=1) (a softmax over the codes for every pixel, then the
+# most likely code: a class mask the size of the model's input).
+Kind = Literal["single-label classifier", "multi-label classifier", "regression", "key points", "segmentation"]
 SINGLE_LABEL: Kind = "single-label classifier"
 MULTI_LABEL: Kind = "multi-label classifier"
 REGRESSION: Kind = "regression"
 POINTS: Kind = "key points"
-KINDS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL, REGRESSION, POINTS)
+SEGMENTATION: Kind = "segmentation"
+KINDS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL, REGRESSION, POINTS, SEGMENTATION)
 CLASSIFIERS: tuple[Kind, ...] = (SINGLE_LABEL, MULTI_LABEL)
 # The activation learn.predict applies to each kind's outputs (its loss's), and the ONNX graph holds.
 ACTIVATION: dict[str, Literal["softmax", "sigmoid", "none"]] = {
@@ -34,6 +37,7 @@ ACTIVATION: dict[str, Literal["softmax", "sigmoid", "none"]] = {
     MULTI_LABEL: "sigmoid",
     REGRESSION: "none",
     POINTS: "none",
+    SEGMENTATION: "softmax",  # over the class axis (1) of [N, codes, H, W], for every pixel
 }
 
 
@@ -170,7 +174,8 @@ class Manifest(BaseModel):
     )
     classes: list[str] = Field(
         description="the names of the model's outputs, in order: a classifier's labels (the learner's vocab); a "
-        "regression's value names (value_1, ... unless training named them); the key points' names (point_1, ...)"
+        "regression's value names (value_1, ... unless training named them); the key points' names (point_1, ...); a "
+        "segmentation's codes (the class of each mask value 0, 1, ...)"
     )
     arch: str
     input_size: int
