@@ -23,7 +23,9 @@ MANIFEST_VERSION = 1
 # key points: PointBlock, MSELossFlat (x, y pairs scaled to -1..1 across the model's input, as PointScaler does);
 # segmentation: MaskBlock(codes), CrossEntropyLossFlat(axis=1) (a softmax over the codes for every pixel, then the
 # most likely code: a class mask the size of the model's input).
-Kind = Literal["single-label classifier", "multi-label classifier", "regression", "key points", "segmentation"]
+Kind = Literal[
+    "single-label classifier", "multi-label classifier", "regression", "key points", "segmentation"
+]
 SINGLE_LABEL: Kind = "single-label classifier"
 MULTI_LABEL: Kind = "multi-label classifier"
 REGRESSION: Kind = "regression"
@@ -95,14 +97,25 @@ class OnnxExport(BaseModel):
 
 
 class Metrics(BaseModel):
-    accuracy: float = Field(
+    """Measured on validation images; which figures are set depends on the kind (None: not a figure of it)."""
+
+    accuracy: float | None = Field(
         description="single-label: the share of images whose top class is right; multi-label: the share of "
-        "(image, label) decisions that are right at the threshold (fastai's accuracy_multi)"
+        "(image, label) decisions that are right at the threshold (fastai's accuracy_multi); segmentation: the "
+        "share of pixels whose code is right; regression and key points: none"
     )
-    error_rate: float
+    error_rate: float | None = Field(description="1 - accuracy, where there is an accuracy")
     valid_loss: float
     f1: float | None = Field(
-        None, description="multi-label: the macro F1 over the labels at the threshold; single-label: none"
+        None, description="multi-label: the macro F1 over the labels at the threshold; other kinds: none"
+    )
+    mae: float | None = Field(
+        None,
+        description="regression: the mean absolute error over the values; key points: the mean distance between "
+        "predicted and true points, in pixels of the model's input; other kinds: none",
+    )
+    iou: dict[str, float] | None = Field(
+        None, description="segmentation: intersection over union of each code over the validation pixels"
     )
 
 

@@ -238,14 +238,15 @@ def run(opts: TrainOptions) -> Outcome | None:
         train_seconds = time.perf_counter() - started
         if not distributed.is_main():
             return None
-        warn_if_chance(prepared, metrics.accuracy)
+        if metrics.accuracy is not None:  # a classifier's (other kinds measure errors, not a share right)
+            warn_if_chance(prepared, metrics.accuracy)
         manifest = export(opts, prepared, metrics, lr, (train_seconds, lr_find_seconds), best)
         reports = write_reports(history, opts.reports_dir, best.kept)
         if prepared.table.multi_label:
             reports += write_label_reports(learn, opts.reports_dir)
         if lr_find_seconds is not None:
             reports.append(opts.reports_dir / "lr_find.png")
-        if opts.verify:
+        if opts.verify and metrics.accuracy is not None:
             got = reload_check(opts.out, prepared, metrics.accuracy, workdir)
             print(f"reload check: a fresh process predicts the validation set at accuracy {got:.4f}")
         if opts.onnx:
