@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="classify image files or folders and print a table, CSV or JSON",
         description="Classify image files (folders are walked; the content decides, not the name) with the "
-        "server's core and settings. Exit status: 0 when every file was classified; 1 when one could not be "
-        "(without --keep-going the first such file ends the run; with it every file is tried and each failure "
-        "is reported in its row); 2 for a usage problem.",
+        "server's core and settings. Exit status: 0 when every file was classified (and, with --explain, "
+        "explained); 1 when one could not be (without --keep-going the first such file ends the run; with it every "
+        "file is tried and each failure is reported in its row; a file that could not be explained is named on "
+        "stderr); 2 for a usage problem.",
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     add_model_options(p)

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from pydantic import TypeAdapter
 
+from app.api.routes.explain import ExplainResponse
 from app.core.explain import grad_cam
 from app.core.explanation import ExplainUnsupported, UnknownTarget
 from app.core.overlay import upsample
@@ -161,6 +163,7 @@ def test_over_http_the_json_has_the_prediction_the_map_and_an_overlay_of_the_upl
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
+    TypeAdapter(ExplainResponse).validate_python(body)  # the answer is what the OpenAPI document says
     predicted = httpx.post(
         f"{served.base}/predict", content=png(big), headers={"Content-Type": "image/png"}
     ).json()
@@ -288,6 +291,14 @@ def test_onnx_is_explained_with_the_pkl_beside_it_and_refused_without(model: Pat
         assert refused.json()["code"] == "explain_unsupported"
         assert "no gradients" in refused.json()["detail"]
 
+    from app.__main__ import main
+
+    image.save(tmp_path / "one.png")
+    code = main(["predict", "--model", str(alone / "marks.onnx"), "--backend", "onnx", "--explain",
+                 str(tmp_path / "overlays"), str(tmp_path / "one.png")])  # fmt: skip
+    assert code == 1  # classified, but not explained: the exit status says so, not only stderr
+    assert not list((tmp_path / "overlays").iterdir())
+
 
 def test_multi_label_maps_peak_inside_each_present_labels_mark(
     marks_export: Path, tmp_path_factory: pytest.TempPathFactory
@@ -335,6 +346,7 @@ def test_multi_label_maps_peak_inside_each_present_labels_mark(
             )  # fmt: skip
             assert answer.status_code == 200, answer.text
             body = answer.json()
+            TypeAdapter(ExplainResponse).validate_python(body)
             assert body["kind"] == "multi-label classifier"
             assert body["target"] == label
             assert "labels" in body

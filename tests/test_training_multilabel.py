@@ -96,6 +96,8 @@ def test_interpret_and_summary(trained: tuple[Path, str], marks: Path, tmp_path:
     assert code == 0, stderr
     assert "no confusion matrix" in stdout
     assert not (tmp_path / "confusion_matrix.png").exists()
+    assert (tmp_path / "top_losses_why.png").stat().st_size > 1000
+    assert "top_losses_why.png" in stdout
     top = pd.read_csv(tmp_path / "top_losses.csv", keep_default_na=False)
     assert len(top) == 9
     assert (top["loss"].diff().dropna() <= 0).all()

@@ -64,12 +64,16 @@ def test_interpret_writes_the_plots(interpreted: tuple[Path, subprocess.Complete
     out, _ = interpreted
     assert_png(out / "confusion_matrix.png")
     assert_png(out / "top_losses.png")
+    assert_png(out / "top_losses_why.png")
 
 
 def test_interpret_prints_most_confused(interpreted: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, proc = interpreted
     assert "most confused (actual, predicted, count):" in proc.stdout
-    assert "wrote reports/colors/confusion_matrix.png, top_losses.png, top_losses.csv" in proc.stdout
+    assert (
+        "wrote reports/colors/confusion_matrix.png, top_losses.png, top_losses_why.png, top_losses.csv"
+        in proc.stdout
+    )
     assert "\r" not in proc.stdout  # no progress bars in a log (fastai's confusion matrix runs get_preds too)
     assert out.is_dir()
     assert "Traceback" not in proc.stderr

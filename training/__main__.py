@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> None:
         pairs = [pair for pair in confused if isinstance(pair, tuple)]
         for actual, predicted, n in pairs[:10] or [("-", "-", 0)]:
             print(f"  {actual:>12}  {predicted:>12}  {n}")
-        print(f"wrote {out}/confusion_matrix.png, top_losses.png, top_losses.csv")
+        why = ", top_losses_why.png" if (out / "top_losses_why.png").exists() else ""
+        print(f"wrote {out}/confusion_matrix.png, top_losses.png{why}, top_losses.csv")
     elif args.command == "clean":
         from training.clean import clean
 

@@ -1,4 +1,5 @@
-"""`interpret`: confusion matrix, top losses (grid and CSV) and most-confused pairs on the validation split
+"""`interpret`: confusion matrix, top losses (grid, CSV, and where the model looked: Grad-CAM maps) and
+most-confused pairs on the validation split
 (multi-label: per-label figures and top losses instead, training/multilabel_reports.py).
 
 top_losses.csv is the start of `clean`: its paths are relative to the data folder (so a copy of the data can be
@@ -16,6 +17,7 @@ from fastai.learner import Learner
 
 from training.datasets import ImageTable, load_table, shorten
 from training.errors import TrainingError, warn
+from training.gradcam import WHY, plot_why
 from training.loading import load_verified, read_model_manifest
 from training.manifest import Manifest
 from training.multilabel_reports import interpret_multi
@@ -116,6 +118,10 @@ def interpret_with(
         })  # fmt: skip
     pd.DataFrame(rows, columns=TOP_LOSSES_COLUMNS).to_csv(out / "top_losses.csv", index=False)
     plot_top_losses(rows, base, out / "top_losses.png")
+    targets = [vocab.index(str(row["predicted"])) for row in rows]
+    captions = [f"{row['path']}\nwhere it saw {row['predicted']} ({row['predicted_probability']:.2f})\n"
+                f"actual {row['actual']}" for row in rows]  # fmt: skip
+    plot_why(learn, [base / str(row["path"]) for row in rows], targets, captions, out / WHY)
 
     return [(str(a), str(b), int(n)) for a, b, n in interp.most_confused(min_val=1)]
 

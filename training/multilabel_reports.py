@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from training.gradcam import WHY, plot_why
 from training.multilabel import Scores, one_hot, scores
 from training.plots import plot_image_grid, plt, save_current_figure
 from training.progress import quiet
@@ -88,8 +89,19 @@ def top_loss_rows(
             "path": paths[i], "actual": " ".join(actual), "predicted": " ".join(given),
             "loss": round(float(losses[i]), 4),
             "probabilities": " ".join(f"{v}:{p:.2f}" for v, p in zip(vocab, probs[i].tolist(), strict=True)),
+            "misleading": misleading_label(probs[i].tolist(), targets[i].tolist(), thresh),
         })  # fmt: skip
     return rows
+
+
+def misleading_label(probs: list[float], targets: list[float], thresh: float) -> tuple[int, str]:
+    """The label of one image's wrong decisions to explain: the most probable label given but not actual (where did
+    it see that?), else the least probable actual label missed (where did it look for it?); with its verdict."""
+    given = [(p, i) for i, (p, t) in enumerate(zip(probs, targets, strict=True)) if p > thresh and t <= 0.5]
+    if given:
+        return max(given)[1], "given wrongly"
+    missed = [(p, i) for i, (p, t) in enumerate(zip(probs, targets, strict=True)) if p <= thresh and t > 0.5]
+    return (min(missed)[1], "missed") if missed else (max((p, i) for i, p in enumerate(probs))[1], "right")
 
 
 def interpret_multi(learn: Any, frame: Any, base: Path, out: Path, k: int) -> list[str]:
@@ -109,6 +121,10 @@ def interpret_multi(learn: Any, frame: Any, base: Path, out: Path, k: int) -> li
     rows = top_loss_rows(probs, targets, thresh, vocab, paths, min(k, len(frame)))
     pd.DataFrame(rows, columns=TOP_LOSSES_COLUMNS).to_csv(out / "top_losses.csv", index=False)
     written += [out / "top_losses.csv", plot_top_losses(rows, base, out / "top_losses.png")]
+    captions = [f"{row['path']}\n{vocab[row['misleading'][0]]}: {row['misleading'][1]}" for row in rows]
+    targets_why = [row["misleading"][0] for row in rows]
+    why = plot_why(learn, [base / row["path"] for row in rows], targets_why, captions, out / WHY)
+    written += [why] if why else []
     s = scores(probs, targets, thresh)
     lines = [NO_CONFUSION_MATRIX, f"per label at threshold {thresh:g} (F1, support):"]
     lines += [

@@ -36,9 +36,10 @@ def collect(paths: list[Path]) -> list[Path]:
 
 async def predict_rows(
     settings: Settings, files: list[Path], top_k: int, keep_going: bool, explain: Path | None = None
-) -> tuple[list[Row], list[str]]:
-    """One row per file (scoring's row shape), in order, and the table's columns for the model's kind; without
-    `keep_going`, up to the first failure. With `explain`, one overlay per classified file is written there."""
+) -> tuple[list[Row], list[str], int]:
+    """One row per file (scoring's row shape), in order, the table's columns for the model's kind, and how many
+    classified files could not be explained; without `keep_going`, up to the first failure. With `explain`, one
+    overlay per classified file is written there."""
     from tqdm import tqdm
 
     rows: list[Row] = []
@@ -54,13 +55,14 @@ async def predict_rows(
                 rows.append(row_of(str(path), outcome, unit.classes, k, manifest.labels_threshold))
                 if isinstance(outcome, ItemError) and not keep_going:
                     bar.close()
-                    return rows, names
+                    return rows, names, 0
             bar.update(len(paths))
+        unexplained = 0
         if explain is not None:
             classified = [Path(r["path"]) for r in rows if "error" not in r]
-            await write_overlays(unit, classified, explain, settings.max_upload_bytes)
+            unexplained = await write_overlays(unit, classified, explain, settings.max_upload_bytes)
     bar.close()
-    return rows, names
+    return rows, names, unexplained
 
 
 def outputs(row: Row, names: list[str]) -> list[str]:
@@ -157,12 +159,14 @@ def run_predict(
         )
         return 2
     k = top_k or settings.top_k
-    rows, names = asyncio.run(predict_rows(settings, files, k, keep_going, explain))
+    rows, names, unexplained = asyncio.run(predict_rows(settings, files, k, keep_going, explain))
     write(rows, fmt, names, sys.stdout)
+    if unexplained:  # each one's reason is on stderr already
+        print(f"{unexplained} of {len(rows)} files could not be explained", file=sys.stderr)
     failed = sum("error" in r for r in rows)
     if failed and not keep_going:
         print(f"error: stopped at {rows[-1]['path']}: {rows[-1]['detail']} (--keep-going tries every file)",
               file=sys.stderr)  # fmt: skip
     elif failed:
         print(f"{failed} of {len(rows)} files could not be classified", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or unexplained else 0

@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from app.api.errors import item_error
 from app.api.policy import Body, Key, policy
 from app.api.routes.predict import SINGLE_BODY, ModelName, Reading, answer, model_headers, resolve, uploads_of
-from app.api.schemas import ErrorResponse, error_responses
+from app.api.schemas import ErrorResponse, MultiLabelAnswer, SingleLabelAnswer, error_responses
 from app.api.uploads import SeveralFiles
 from app.config import Settings
 from app.core.explain_service import Explained, Explainer
@@ -30,12 +31,55 @@ Target = Annotated[
         max_length=1000, description="the class (multi-label: the label) to explain; default: the top class"
     ),
 ]
+
+
+class HeatMap(BaseModel):
+    width: int = Field(description="cells across (the feature map's resolution, coarser than the image)")
+    height: int = Field(description="cells down")
+    values: list[list[float]] = Field(
+        description="rows of floats in [0, 1]: 1 where the evidence is strongest"
+    )
+
+
+class ExplainFields(BaseModel):
+    target: str = Field(
+        description="the class (multi-label: the label) explained: `?target=`, else the top one"
+    )
+    map: HeatMap
+    overlay: str = Field(description="a PNG data URL: the upload, at its own size, with the map laid over it")
+    explained_with: str = Field(description="which model file computed the map (the .pkl, also for ONNX)")
+
+
+class SingleLabelExplained(SingleLabelAnswer, ExplainFields):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "kind": "single-label classifier",
+                    "label": "7",
+                    "probability": 0.993,
+                    "top": [{"label": "7", "probability": 0.993}, {"label": "1", "probability": 0.004}],
+                    "target": "7",
+                    "map": {"width": 2, "height": 2, "values": [[0.0, 0.41], [0.12, 1.0]]},
+                    "overlay": "data:image/png;base64,iVBORw0KGgo...",
+                    "explained_with": "digits.pkl",
+                }
+            ]
+        }
+    }
+
+
+class MultiLabelExplained(MultiLabelAnswer, ExplainFields):
+    model_config = {"json_schema_extra": {}}
+
+
+ExplainResponse = Annotated[SingleLabelExplained | MultiLabelExplained, Field(discriminator="kind")]
 RESPONSES = {
     **error_responses(400, 404, 408, 413, 415, 422, 503),
     409: {"model": ErrorResponse, "description": "the model cannot be explained (code explain_unsupported): "
           "served from ONNX without its .pkl beside it, or not a classifier"},
-    200: {"content": {"image/png": {}}, "description": "the prediction and its heatmap (JSON), or the overlay "
-          "(Accept: image/png)"},
+    200: {"model": ExplainResponse, "content": {"image/png": {}}, "description": "the prediction and its heatmap "
+          "(JSON), or the overlay (Accept: image/png)"},
 }  # fmt: skip
 EXPLAIN: dict[str, Any] = {
     "responses": RESPONSES,
