@@ -23,6 +23,8 @@ from app.core.unit import ModelUnit
 OPT_OUT_HEADER = "X-Capture"  # `X-Capture: off`: this request's input is never kept
 _OPT_OUT_KEY = OPT_OUT_HEADER.lower().encode()
 MIB = 1024 * 1024
+# The answer's fields a record keeps: the compact ones (a kind with a bulky answer keeps only its kind).
+RECORDED = frozenset(("kind", "label", "probability", "top", "labels", "threshold", "values", "points"))
 
 
 class CaptureMetrics:
@@ -99,7 +101,8 @@ class Capture:
         captured = reason is not None and self.store.offer(
             data,
             {"request_id": request_id, "time": time.time(), "model": unit.name, "version": unit.version,
-             "kind": unit.manifest.kind, "reason": reason, "answer": body},
+             "kind": unit.manifest.kind, "reason": reason,
+             "answer": {k: v for k, v in body.items() if k in RECORDED}},
         )  # fmt: skip
         predicted = outcome.label if isinstance(outcome, Prediction) else None
         self.recent.put(
