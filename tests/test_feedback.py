@@ -85,6 +85,8 @@ def test_kept_inputs_feedback_and_its_refusals(settings: Settings, tmp_path: Pat
             r = client.post("/feedback", json=body)
             assert (r.status_code, r.json()["code"]) == (status, code), what
         assert "purple" in client.post("/feedback", json=refusals["unknown label"][0]).json()["detail"]
+        garbled = client.post("/feedback", content=b"\x89{", headers={"Content-Type": "application/json"})
+        assert (garbled.status_code, garbled.json()["code"]) == (400, "bad_request")
         big = client.post("/feedback", content=b'{"request_id": "' + b"x" * 20_000 + b'"}',
                           headers={"Content-Type": "application/json"})  # fmt: skip
         assert big.status_code == 413

@@ -80,9 +80,11 @@ class CaptureStatus(BaseModel):
 FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse, "description": d}
     for s, d in {
+        400: "the body is not JSON (code bad_request)",
         401: "missing or wrong API key",
         404: "no answer with this request ID is remembered or captured (code unknown_request)",
         409: "capture is off (capture_off), or the model is not a classifier (feedback_unsupported)",
+        408: "the request body did not arrive within BODY_TIMEOUT_SECONDS (code request_timeout)",
         413: "the body is larger than 16 KiB",
         422: "the label is not one of the model's classes (unknown_label), or a malformed body",
         503: "the capture folder cannot be written (capture_unavailable)",
