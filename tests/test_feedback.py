@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app.config import Settings
+from app.core.capture import Answered
 from app.main import create_app
 from tests.conftest import COLORS, make_image
 
@@ -151,3 +152,12 @@ def test_an_unwritable_folder_keeps_serving(
             assert r.status_code == 503
             assert r.json()["code"] == "capture_unavailable"
         assert len([r for r in caplog.records if "capture: cannot write" in r.message]) == 1
+
+
+def test_feedback_on_a_model_without_classes_is_refused(settings: Settings, tmp_path: Path) -> None:
+    """A regression's or key points' answer has no label to correct (their inputs are kept by `sample` only)."""
+    with serving(settings, capture_dir=tmp_path) as client:
+        capture = client.app_state["capture"]  # the lifespan's own object
+        capture.recent.put("r-values", Answered("brightness", "v1", "regression", None, ["value_1"], True))
+        r = client.post("/feedback", json={"request_id": "r-values", "label": "value_1"})
+        assert (r.status_code, r.json()["code"]) == (409, "feedback_unsupported")
