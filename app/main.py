@@ -46,7 +46,8 @@ Upload an image to **POST /predict** (multipart field `file`), or several to **P
 (repeated field `files`); with several models, name one: **POST /models/{name}/predict** (GET /models lists them).
 Every error answers `{"detail": "...", "code": "..."}`; the Open Inference Protocol endpoints under **/v2** answer
 errors as `{"error": "..."}`. Every answer carries an `X-Request-ID`, every prediction `X-Model-Name` and
-`X-Model-Version`. Try a model in a browser at [/](/); Prometheus metrics are at /metrics.
+`X-Model-Version`. Try a model in a browser at [/](/); Prometheus metrics are at /metrics. With capture on
+(LEARNSERVE_CAPTURE_DIR), **POST /feedback** takes the right label of an answer by its `X-Request-ID`.
 """
 
 
