@@ -144,3 +144,18 @@ def test_recent_answers_keep_the_newest() -> None:
         recent.put(f"r{i}", i)  # type: ignore[arg-type]
     assert recent.get("r0") is None
     assert recent.get("r2") == 2
+
+
+def test_a_record_that_cannot_be_written_does_not_stop_the_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tally = Tally()
+    store = CaptureStore(tmp_path, max_bytes=10**6, queue_bytes=10**6, observer=tally)
+    store.start()
+    with caplog.at_level(logging.ERROR, logger="learnserve"):
+        store.offer(b"a", {**record(1), "answer": object()})  # not JSON
+        store.offer(b"b", record(2))
+        store.close()
+    assert tally.outcomes == ["failed", "written"]
+    assert [p.read_bytes() for p in (tmp_path / BLOBS).rglob("*") if p.is_file()] == [b"b"]  # no orphan blob
+    assert "could not write the record of r1" in caplog.text

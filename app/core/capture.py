@@ -78,6 +78,11 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def encode(line: dict[str, Any]) -> bytes:
+    """One JSON line (raises TypeError or ValueError for what JSON cannot hold)."""
+    return (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
 class CaptureStore:
     def __init__(
         self,
@@ -146,13 +151,18 @@ class CaptureStore:
                 self._report(self._write(data, record))
             except OSError as e:
                 self._failed(e)
+            except Exception:  # never let one bad record end the writer (the queue would only fill)
+                logger.exception("capture: could not write the record of %s", record.get("request_id"))
+                self._report(FAILED)
             finally:
                 with self._queue_lock:
                     self._queued -= len(data)
 
     def _write(self, data: bytes, record: dict[str, Any]) -> str:
         sha = hashlib.sha256(data).hexdigest()
-        line = {**record, "time": iso(record["time"]), "sha256": sha, "bytes": len(data)}
+        line = encode(
+            {**record, "time": iso(record["time"]), "sha256": sha, "bytes": len(data)}
+        )  # before any file
         with self._disk:
             self._scan()
             blob = self.root / BLOBS / sha[:2] / sha
@@ -177,13 +187,12 @@ class CaptureStore:
         Raises OSError when the folder cannot be written."""
         with self._disk:
             self._scan()
-            self._append(FEEDBACK, entry["time"], {**entry, "time": iso(entry["time"])})
+            self._append(FEEDBACK, entry["time"], encode({**entry, "time": iso(entry["time"])}))
             self._bound()
 
-    def _append(self, folder: str, seconds: float, line: dict[str, Any]) -> None:
+    def _append(self, folder: str, seconds: float, text: bytes) -> None:
         path = self.root / folder / f"{day_of(seconds)}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         with path.open("ab") as f:
             f.write(text)
         _, size = self._logs.get(path, (0.0, 0))
