@@ -96,6 +96,10 @@ def test_each_input_is_stored_once_with_one_line_per_answer(tmp_path: Path) -> N
     assert lines[0]["time"].endswith("Z")
     assert day.name == lines[0]["time"][:10] + ".jsonl"
     assert store.find("r1") == lines[1]
+    for path in (tmp_path / BLOBS, blob.parent, day.parent):
+        assert path.stat().st_mode & 0o777 == 0o700, path  # the clients' files: the server's user only
+    for path in (blob, day):
+        assert path.stat().st_mode & 0o777 == 0o600, path
     assert store.find("nobody") is None
 
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 logger = logging.getLogger("learnserve")
 
 BLOBS, RECORDS, FEEDBACK = "blobs", "records", "feedback"
+PRIVATE = 0o600  # files: read and written by the server's user only
 WRITTEN, DUPLICATE, DROPPED, FAILED = "written", "duplicate", "dropped_full", "failed"
 
 
@@ -107,6 +108,7 @@ class CaptureStore:
         self._logs: dict[Path, tuple[float, int]] = {}  # record and feedback files: (mtime, size)
         self._total = 0
         self._scanned = False
+        self._folders: set[Path] = set()  # made already
         self._failing = False
         self._thread: threading.Thread | None = None
 
@@ -168,9 +170,10 @@ class CaptureStore:
             blob = self.root / BLOBS / sha[:2] / sha
             outcome = DUPLICATE
             if not blob.exists():
-                blob.parent.mkdir(parents=True, exist_ok=True)
+                self._folder(blob.parent)
                 staged = blob.with_name(f".{sha}.tmp")
-                staged.write_bytes(data)
+                with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE), "wb") as f:
+                    f.write(data)
                 os.replace(staged, blob)  # a reader never sees half a blob
                 self._blobs.append((self.clock(), blob, len(data)))
                 self._total += len(data)
@@ -192,12 +195,22 @@ class CaptureStore:
 
     def _append(self, folder: str, seconds: float, text: bytes) -> None:
         path = self.root / folder / f"{day_of(seconds)}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as f:
+        self._folder(path.parent)
+        with open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE), "ab") as f:
             f.write(text)
         _, size = self._logs.get(path, (0.0, 0))
         self._logs[path] = (self.clock(), size + len(text))
         self._total += len(text)
+
+    def _folder(self, path: Path) -> None:
+        """Folders only the server's user can enter: the uploads are the clients' files."""
+        if path in self._folders and path.is_dir():
+            return
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        parts = path.relative_to(self.root).parts
+        for i in range(1, len(parts) + 1):
+            self.root.joinpath(*parts[:i]).mkdir(mode=0o700, exist_ok=True)
+        self._folders.add(path)
 
     def _scan(self) -> None:
         """Account for what an earlier run left (once, on the writer's first write, not at startup)."""
