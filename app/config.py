@@ -142,7 +142,35 @@ class Settings(BaseSettings):
         "`https://app.example.com` (none by default; `*` allows any)",
     )
 
-    @field_validator("api_key", "admin_key", "model_sha256", "default_model", mode="before")
+    capture_dir: Path | None = Field(
+        None,
+        description="turns capture on: uploads the policy keeps (bytes as received, named by sha256) and one JSON "
+        "line per answer go here, and POST /feedback records corrections here (off by default: nothing is kept)",
+    )
+    capture: str = Field(
+        "uncertain:0.6",
+        description="which answers capture keeps, a comma list: `uncertain:P` (a classifier's top probability "
+        "under P), `sample:R` (a random share R of all answers); `sample:1.0` keeps everything",
+    )
+    capture_max_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="bound on CAPTURE_DIR, in MiB: past it the oldest files are dropped (counted)",
+    )
+    capture_queue_mb: float = Field(
+        64.0,
+        gt=0,
+        description="uploads waiting for the capture writer, in MiB; past it new captures are dropped (counted), "
+        "never waited for",
+    )
+    capture_remember: int = Field(
+        100_000,
+        ge=1,
+        description="answers remembered by request ID for POST /feedback (older captured ones are looked up in "
+        "CAPTURE_DIR's records)",
+    )
+
+    @field_validator("api_key", "admin_key", "model_sha256", "default_model", "capture_dir", mode="before")
     @classmethod
     def _empty_key_is_no_key(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -157,6 +185,13 @@ class Settings(BaseSettings):
                 "(e.g. `openssl rand -hex 32`)"
             )
         return value
+
+    @field_validator("capture")
+    @classmethod
+    def _capture_policy(cls, value: str) -> str:
+        from app.core.capture_policy import CapturePolicy  # numpy: only when settings are validated
+
+        return str(CapturePolicy.parse(value))
 
     @field_validator("model_backends", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import errors
+from app.api.capturing import Capture
 from app.api.deps import ServerState
 from app.api.inflight import InFlightLimit
 from app.api.limits import BodyGuard
@@ -28,7 +29,7 @@ from app.api.metrics import HttpMetrics, Metrics
 from app.api.policy import PolicyMiddleware, RoutePolicies
 from app.api.request_id import HEADER as REQUEST_ID_HEADER
 from app.api.request_id import RequestIdMiddleware
-from app.api.routes import admin, demo, docs, explain, health, models, predict, prometheus, v2
+from app.api.routes import admin, demo, docs, explain, feedback, health, models, predict, prometheus, v2
 from app.api.security import KeyGuard, document_keys
 from app.config import Settings
 from app.core.budget import MemoryBudget
@@ -45,7 +46,8 @@ Upload an image to **POST /predict** (multipart field `file`), or several to **P
 (repeated field `files`); with several models, name one: **POST /models/{name}/predict** (GET /models lists them).
 Every error answers `{"detail": "...", "code": "..."}`; the Open Inference Protocol endpoints under **/v2** answer
 errors as `{"error": "..."}`. Every answer carries an `X-Request-ID`, every prediction `X-Model-Name` and
-`X-Model-Version`. Try a model in a browser at [/](/); Prometheus metrics are at /metrics.
+`X-Model-Version`. Try a model in a browser at [/](/); Prometheus metrics are at /metrics. With capture on
+(LEARNSERVE_CAPTURE_DIR), **POST /feedback** takes the right label of an answer by its `X-Request-ID`.
 """
 
 
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     metrics = Metrics(settings.max_batch_size)
     budget = MemoryBudget(settings.max_inflight_bytes, settings.memory_wait_seconds)
     metrics.watch_budget(budget)
+    capture = Capture(settings, metrics.registry) if settings.capture_dir is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -91,13 +94,17 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         watcher = (
             loop.create_task(watch(repository, settings.watch_seconds)) if settings.watch_seconds else None
         )
+        if capture is not None:
+            capture.store.start()
+            logger.info("capture on: keeping %s in %s (README: Improving the model from traffic)",
+                        capture.policy, settings.capture_dir)  # fmt: skip
         state.started = True
         names = ", ".join(f"{u.name} ({u.version}, {u.backend.device})" for u in repository.units.values())
         logger.info("ready: serving %s", names)
         try:
             explainer = Explainer(settings.max_explains)
             yield {"repository": repository, "server": state, "settings": settings, "metrics": metrics,
-                   "explainer": explainer}  # fmt: skip
+                   "explainer": explainer, "capture": capture}  # fmt: skip
         finally:
             state.started = False
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -106,6 +113,8 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
                 watcher.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await repository.close()
+            if capture is not None:
+                await asyncio.to_thread(capture.store.close)  # what is queued is written first
 
     app = FastAPI(
         title="learnserve",
@@ -119,6 +128,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     app.include_router(predict.router)
     app.include_router(explain.router)
     app.include_router(models.router)
+    app.include_router(feedback.router)
     app.include_router(v2.router)
     if settings.admin_key:
         app.include_router(admin.router)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -38,6 +39,9 @@ def server_command(contender: str, model: BenchModel, port: int) -> tuple[list[s
             "LEARNSERVE_BACKEND": backend,
             "MALLOC_ARENA_MAX": "2",
         }
+        # capture on, at its default policy (issue 25: within 10% of capture off)
+        if contender == "learnserve-capture":
+            env["LEARNSERVE_CAPTURE_DIR"] = tempfile.mkdtemp(prefix="learnserve-bench-capture-")
         cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return cmd, env, "/health/ready"
     env["MODEL"] = str(model.path)

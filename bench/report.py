@@ -15,6 +15,7 @@ LABELS = {
     "minimal": "minimal batching server (bench/minimal_server.py)",
     "tutorial": "tutorial server (FastAPI + learn.predict)",
     "learnserve": "**learnserve**, fastai backend",
+    "learnserve-capture": "**learnserve**, fastai backend, capture on (default policy)",
     "learnserve-onnx": "**learnserve**, ONNX Runtime backend",
 }
 
@@ -101,6 +102,10 @@ def targets(results: dict[str, dict[str, Any]]) -> str:
             r = best(row["limit-onnx"]) / best(row["limit"])
             goal = 1.3 if "resnet" in model else 2.0
             checks.append(f"ONNX in-process limit {r:.2f}x fastai's (target {goal}x: {check(r >= goal)})")
+        captured = row.get("learnserve-capture")
+        if captured and ls:
+            r = captured["rps_c16"] / ls["rps_c16"]
+            checks.append(f"capture on at c=16 {r:.2f}x capture off (target 0.9x: {check(r >= 0.9)})")
         onnx = row.get("learnserve-onnx")
         if onnx and ls:
             r = onnx["rps_c16"] / ls["rps_c16"]

@@ -95,6 +95,7 @@ def test_upload_in_a_real_browser(server: LiveServer, tiny_model: Path, tmp_path
             assert page.locator("#bars li").count() == 3
             assert page.locator("#bars li.best .bar-name").text_content() == "blue"
             assert "request " in (page.text_content("#status") or "")
+            expect(page.locator("#feedback")).to_be_hidden()  # capture is off: no "wrong? tell us"
 
             # Drop a file (a synthetic drop event carrying a real File).
             page.evaluate(

@@ -38,7 +38,11 @@ def test_schemathesis_finds_nothing(
     env = {"DEFAULT_MODEL": "colors", "LOG_LEVEL": "warning"}
     headers: tuple[str, ...] = ()
     if keyed:
-        env |= {"API_KEY": KEY, "ADMIN_KEY": ADMIN}
+        env |= {
+            "API_KEY": KEY,
+            "ADMIN_KEY": ADMIN,
+            "CAPTURE_DIR": str(tmp_path / "capture"),
+        }  # and /feedback on
         headers = (f"Authorization: Bearer {KEY}",)
     with live_server(repo, tmp_path / "server.log", **env) as server:
         run = schemathesis(server.base, tmp_path, *headers)

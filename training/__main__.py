@@ -1,5 +1,5 @@
 """`python -m training COMMAND` (also `learnserve-train`): data, show, train, lr-find, interpret, clean, import,
-summary.
+harvest, summary.
 
 The options live in training/cli.py and are checked there before anything slow is imported; each command's work
 is imported only when it runs.
@@ -106,6 +106,10 @@ def run(args: argparse.Namespace) -> None:
         for warning in imported.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(import_summary(imported))
+    elif args.command == "harvest":
+        from training.harvest import harvest
+
+        print(harvest(**options(args)))
     elif args.command == "summary":
         from training.summary import summarize
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 ARCHS = ("cnn", "resnet18", "resnet34", "resnet50")
@@ -32,6 +33,7 @@ EPILOG = """examples:
   python -m training interpret models/digits.pkl data/digits        # into reports/digits/
   python -m training clean data/digits --decisions reports/digits/top_losses.csv
   python -m training summary models/digits.pkl
+  python -m training harvest capture/ --into data/digits           # captured inputs with feedback
   python -m training export-onnx models/digits.pkl                   # models/digits.onnx
   python -m training import export.pkl --name pets --data data/pets  # models/pets.pkl, from a notebook
 """
@@ -70,6 +72,13 @@ def fraction(text: str) -> float:
 
 
 iterations = bounded(MIN_NUM_IT)
+
+
+def day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got '{text}'") from None
 
 
 def threshold(text: str) -> float:
@@ -320,6 +329,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE.py",
         help="a file defining what the notebook defined and the pickle names (e.g. a custom transform); it runs",
+    )
+
+    p = sub.add_parser(
+        "harvest",
+        help="copy captured inputs with feedback into DATA's class folders (deduplicated, never overwriting)",
+        description="Reads the server's LEARNSERVE_CAPTURE_DIR (records, feedback, blobs) and copies every "
+        "captured input with feedback into DATA/<label>/<sha256>.<ext> (or beside a CSV, with a row appended), "
+        "skipping images already in DATA; prints what it added per class.",
+    )
+    p.add_argument("capture", type=Path, metavar="CAPTURE_DIR", help="the server's LEARNSERVE_CAPTURE_DIR")
+    p.add_argument("--into", type=Path, required=True, metavar="DATA", help="the dataset `train` reads")
+    p.add_argument(
+        "--uncertain-only", action="store_true", help="only inputs kept as uncertain (not the random sample)"
+    )
+    p.add_argument("--since", type=day, default=None, metavar="YYYY-MM-DD", help="only inputs captured since")
+    p.add_argument(
+        "--unlabelled",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="also list the captured inputs without feedback, with an empty `action` column to fill in",
+    )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="a filled-in --unlabelled file: its actions (a class name, `correct`, `delete`) label those inputs",
     )
 
     p = sub.add_parser("summary", help="print the model's manifest summary and layer table")

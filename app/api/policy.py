@@ -43,6 +43,7 @@ class Body(Enum):
     SINGLE = "single"  # one upload: MAX_UPLOAD_BYTES + room for multipart headers
     REQUEST = "request"  # several uploads: MAX_REQUEST_BYTES
     V2_JSON = "v2_json"  # an Open Inference Protocol JSON body: MAX_V2_REQUEST_BYTES
+    SMALL_JSON = "small_json"  # a few fields of JSON (POST /feedback): SMALL_JSON_BYTES
 
 
 class Shape(Enum):
@@ -95,6 +96,7 @@ class Rule:
     limit_setting: str | None = None  # the setting that sets body_limit, named in a 413
 
 
+SMALL_JSON_BYTES = 16 * 1024
 LIMIT_SETTINGS = {
     Body.SINGLE: "LEARNSERVE_MAX_UPLOAD_BYTES",
     Body.REQUEST: "LEARNSERVE_MAX_REQUEST_BYTES",
@@ -109,6 +111,7 @@ def body_limit(body: Body, settings: Settings) -> int | None:
         Body.SINGLE: settings.max_single_bytes,
         Body.REQUEST: settings.max_request_bytes,
         Body.V2_JSON: settings.max_v2_request_bytes,
+        Body.SMALL_JSON: SMALL_JSON_BYTES,
     }[body]
 
 

@@ -4,6 +4,8 @@
 // A regression's values are listed by name; key points are drawn on the image (they come in its own pixels).
 // With several models, a picker chooses which (GET /models; POST /models/{name}/predict).
 // The "why?" toggle asks POST /explain for the same image and shows its Grad-CAM overlay beside the answer.
+// When the server captures (GET /capture), "wrong? tell us" sends a classifier's answer's right label to
+// POST /feedback, by the answer's X-Request-ID.
 // Every string from the server or the user goes into the page as text (textContent), never as markup.
 "use strict";
 
@@ -16,6 +18,8 @@
   let waitingFile = null; // an image chosen before the key was given
   let model = null; // the chosen model's name; null: the server's default model
   let lastFile = null; // the image the answer is for, explained when "why?" is on
+  let capturing = false; // the server records feedback (GET /capture)
+  let answerId = null; // the X-Request-ID of the answer feedback is about
 
   // One decimal, or two where one would round to 100% or 0% (99.98%, not "100%" beside "0%").
   const percent = (p) => {
@@ -35,7 +39,7 @@
   }
 
   async function call(path, options = {}) {
-    const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+    const headers = { ...(options.headers || {}), ...(apiKey ? { Authorization: `Bearer ${apiKey}` } : {}) };
     const response = await fetch(path, { ...options, headers });
     let body = null;
     try {
@@ -58,6 +62,8 @@
   }
 
   async function loadModels() {
+    const status = await call("/capture");
+    capturing = Boolean(status.response.ok && status.body && status.body.enabled === true);
     const { response, body } = await call("/models");
     if (response.status === 401) {
       $("model-name").textContent = "API key needed";
@@ -115,6 +121,18 @@
     $("why").parentElement.hidden = !classifier;
     if (!classifier) $("why").checked = false;
     if (multiLabel) setThreshold(multiLabel.threshold);
+    const choose = document.createElement("option");
+    choose.value = "";
+    choose.textContent = "the right label…";
+    $("feedback-label").replaceChildren(
+      choose,
+      ...(classifier ? classes : []).map((c) => {
+        const option = document.createElement("option");
+        option.value = String(c);
+        option.textContent = String(c);
+        return option;
+      }),
+    );
     $("key-panel").hidden = true;
     return true;
   }
@@ -173,8 +191,45 @@
     $("chips").hidden = true;
     $("points-layer").replaceChildren();
     clearWhy();
+    hideFeedback();
     lastAnswer = null;
     lastFile = null;
+  }
+
+  function hideFeedback() {
+    $("feedback").hidden = true;
+    answerId = null;
+  }
+
+  // Offered for a classifier's answer, only when the server records feedback.
+  function offerFeedback(result, id) {
+    hideFeedback();
+    if (!capturing || !id || !Array.isArray(result.top)) return;
+    answerId = id;
+    $("feedback-label").value = "";
+    $("feedback").hidden = false;
+  }
+
+  async function sendFeedback(label) {
+    if (!answerId || !label) return;
+    const id = answerId;
+    let response, body;
+    try {
+      ({ response, body } = await call("/feedback", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ request_id: id, label }),
+      }));
+    } catch (error) {
+      setStatus(`Could not reach the server: ${error.message}`, true);
+      return;
+    }
+    if (!response.ok || !body) {
+      setStatus(`The feedback was not recorded (${describeError(response, body)}).`, true);
+      return;
+    }
+    hideFeedback();
+    setStatus(body.agrees ? `Thanks: recorded that “${body.label}” is right.` : `Thanks: recorded “${body.label}” as the right label.`);
   }
 
   function output(name, text) {
@@ -307,6 +362,7 @@
       $("confidence").textContent = "The server could not classify this file.";
       $("bars").replaceChildren();
       clearWhy();
+      hideFeedback();
       lastFile = null;
       setStatus(describeError(response, body), true);
       return;
@@ -314,6 +370,7 @@
     showResult(body);
     lastFile = file;
     const id = response.headers.get("X-Request-ID");
+    offerFeedback(body, id);
     setStatus(`Answered in ${Math.round(performance.now() - started)} ms${id ? ` · request ${id}` : ""}`);
     await explain(file);
   }
@@ -385,6 +442,12 @@
   });
 
   $("why").addEventListener("change", () => explain(lastFile));
+
+  $("feedback").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendFeedback($("feedback-label").value);
+  });
+  $("feedback-right").addEventListener("click", () => sendFeedback("correct"));
 
   $("model-picker").addEventListener("change", (event) => {
     model = event.target.value;

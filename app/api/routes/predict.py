@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from app.api.capturing import note
 from app.api.errors import item_error
 from app.api.policy import Body, Key, policy
 from app.api.schemas import BatchResponse, PredictionResponse, error_responses
@@ -175,7 +176,9 @@ async def predict_one(
     headers = model_headers(unit)
     if isinstance(outcome, ItemError):
         return item_error(request.scope, outcome, headers)
-    return JSONResponse(answer(outcome, reading), headers=headers)
+    body = answer(outcome, reading)
+    note(request, unit, upload.data, outcome, body)  # capture (app/api/capturing.py): nothing when off
+    return JSONResponse(body, headers=headers)
 
 
 async def predict_many(

@@ -28,6 +28,11 @@ DESCRIPTION = """Prometheus text format. Besides the usual `process_*` and `pyth
 | `learnserve_model_info` | gauge (1) | `model`, `version`, `sha256`, `arch`, `backend`, `device`, `classes`, `kind` |
 | `learnserve_model_reload_failures_total` | counter | `model`: files that failed verification or loading |
 | `learnserve_server_errors_total` | counter | `route`: requests that failed with a server fault (500 `internal_error`, logged with the request ID) |
+| `learnserve_capture_total` | counter | `outcome`: written, duplicate, dropped_full, failed, opted_out (with LEARNSERVE_CAPTURE_DIR) |
+| `learnserve_capture_evicted_files_total`, `learnserve_capture_evicted_bytes_total` | counter | dropped to stay under CAPTURE_MAX_MB |
+| `learnserve_capture_disk_bytes` | gauge | bytes under CAPTURE_DIR |
+| `learnserve_feedback_total` | counter | `model`, `version`, `verdict` (agree, disagree) |
+| `learnserve_feedback_disagreement` | gauge | `model`, `version`: share of feedback that disagreed |
 """
 
 
