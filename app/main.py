@@ -59,6 +59,14 @@ async def watch(repository: ModelRepository, seconds: float) -> None:
             logger.exception("the model rescan failed; the next one runs in %gs", seconds)
 
 
+async def refresh(metrics: Metrics, seconds: float = 1.0) -> None:
+    """Several processes: copy this process's queue depths and budget into the shared gauges now and then (the
+    hot path stays free of it)."""
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(seconds)
+
+
 def create_app(settings: Settings | None = None, state: ServerState | None = None) -> FastAPI:
     settings = settings or Settings()
     state = state or ServerState()
@@ -91,6 +99,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         watcher = (
             loop.create_task(watch(repository, settings.watch_seconds)) if settings.watch_seconds else None
         )
+        refresher = loop.create_task(refresh(metrics)) if metrics.multiprocess else None
         state.started = True
         names = ", ".join(f"{u.name} ({u.version}, {u.backend.device})" for u in repository.units.values())
         logger.info("ready: serving %s", names)
@@ -102,8 +111,9 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             state.started = False
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
-            if watcher:
-                watcher.cancel()
+            for task in (watcher, refresher):
+                if task:
+                    task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await repository.close()
 
