@@ -122,7 +122,15 @@ class Settings(BaseSettings):
         5, ge=1, le=1000, description="default number of classes in each answer's `top` list (1-1000)"
     )
     torch_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads (default: torch's choice)"
+        None,
+        ge=1,
+        description="torch intra-op threads per server process (default: the cores divided among the processes)",
+    )
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="server processes on the one port, under one supervisor (README: Several processes): a "
+        "number, or `auto`: one per core for small models on CPU, else one; workers x torch threads never exceed "
+        "the cores",
     )
     drain_seconds: float = Field(
         20.0, ge=0, description="on SIGTERM, how long in-flight requests may take to finish"
@@ -169,6 +177,16 @@ class Settings(BaseSettings):
         description="answers remembered by request ID for POST /feedback (older captured ones are looked up in "
         "CAPTURE_DIR's records)",
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 64:
+            raise ValueError("must be `auto` or a number of processes from 1 to 64")
+        return number
 
     @field_validator("api_key", "admin_key", "model_sha256", "default_model", "capture_dir", mode="before")
     @classmethod

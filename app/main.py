@@ -61,6 +61,14 @@ async def watch(repository: ModelRepository, seconds: float) -> None:
             logger.exception("the model rescan failed; the next one runs in %gs", seconds)
 
 
+async def refresh(metrics: Metrics, seconds: float = 1.0) -> None:
+    """Several processes: copy this process's queue depths and budget into the shared gauges now and then (the
+    hot path stays free of it)."""
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(seconds)
+
+
 def create_app(settings: Settings | None = None, state: ServerState | None = None) -> FastAPI:
     settings = settings or Settings()
     state = state or ServerState()
@@ -98,6 +106,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             capture.store.start()
             logger.info("capture on: keeping %s in %s (README: Improving the model from traffic)",
                         capture.policy, settings.capture_dir)  # fmt: skip
+        refresher = loop.create_task(refresh(metrics)) if metrics.multiprocess else None
         state.started = True
         names = ", ".join(f"{u.name} ({u.version}, {u.backend.device})" for u in repository.units.values())
         logger.info("ready: serving %s", names)
@@ -109,8 +118,9 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             state.started = False
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
-            if watcher:
-                watcher.cancel()
+            for task in (watcher, refresher):
+                if task:
+                    task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await repository.close()
             if capture is not None:

@@ -14,6 +14,10 @@ from PIL import Image
 
 from training.__main__ import main as train_main
 
+# Servers the tests start themselves (`python -m app serve`) run one process, as they were written for; several
+# processes are tested in tests/test_workers.py. (Set here, before any test starts one.)
+os.environ["LEARNSERVE_WORKERS"] = "1"
+
 COLORS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 210)}
 
 

@@ -40,6 +40,7 @@ def live_server(model: Path, log: Path, **env: str) -> Iterator[LiveServer]:
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LEARNSERVE_")},
         source: str(model),
+        "LEARNSERVE_WORKERS": "1",  # one process, as these tests were written for; tests/test_workers.py asks for 2
         **{f"LEARNSERVE_{k}": v for k, v in env.items()},
     }
     with log.open("wb") as out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,13 +11,22 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.core.repository import ModelRepository
 
+READY_FILE = "all-ready"
+
 
 @dataclass
 class ServerState:
-    """Started once the models are loaded and warm; draining from SIGTERM on (readiness then answers 503)."""
+    """Started once the models are loaded and warm; draining from SIGTERM on (readiness then answers 503). Under a
+    supervisor (LEARNSERVE_WORKERS > 1), its run folder: the supervisor keeps READY_FILE there while every process
+    is ready (app/api/workers.py), and signals it for a reload."""
 
     started: bool = False
     draining: bool = False
+    supervisor: Path | None = None
+
+    @property
+    def every_process_ready(self) -> bool:
+        return self.supervisor is None or (self.supervisor / READY_FILE).exists()
 
     def begin_drain(self) -> None:
         self.draining = True

@@ -9,6 +9,7 @@ is a served model's name (from its files, never from a client), and `label` is o
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
@@ -23,8 +24,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -87,9 +90,14 @@ class Metrics:
     """Every metric /metrics exposes; the names and HELP texts are the documentation (README: Metrics)."""
 
     def __init__(self, max_batch_size: int) -> None:
+        # Several server processes (LEARNSERVE_WORKERS, app/api/workers.py): every value goes to files shared by
+        # them, and /metrics reads them all (`exposition`); the process_* and python_* series are per process and
+        # would describe whichever answered, so they are left out then.
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = r = CollectorRegistry()
-        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-            r.register(standard)  # CPU, memory, open files, Python version, GC: the usual process metrics
+        if not self.multiprocess:
+            for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                r.register(standard)  # CPU, memory, open files, Python version, GC: the usual process metrics
         labels = ["method", "route", "status", "model"]
         self.requests = Counter("learnserve_requests", "HTTP requests answered", labels, registry=r)
         self.request_seconds = Histogram(
@@ -120,16 +128,30 @@ class Metrics:
             "model thread, and drawing the overlay", ["model"], buckets=INFERENCE_BUCKETS, registry=r,
         )  # fmt: skip
         self.queue_depth = QueueDepth()
-        r.register(self.queue_depth)
         self.budget = BudgetInUse()
-        r.register(self.budget)
+        if (
+            self.multiprocess
+        ):  # collectors see one process: gauges in the shared files instead, set every second
+            self.queue_gauge = Gauge(
+                "learnserve_queue_depth", "Images queued for the model or in its running batch", ["model"],
+                registry=r, multiprocess_mode="livesum",
+            )  # fmt: skip
+            self.budget_gauge = Gauge(
+                "learnserve_memory_budget_bytes", "Bytes requests hold (bodies, images being decoded, inputs "
+                "waiting): in use now, peak, and the limit (summed over the server's processes)", ["kind"],
+                registry=r, multiprocess_mode="livesum",
+            )  # fmt: skip
+        else:
+            r.register(self.queue_depth)
+            r.register(self.budget)
         self.model_load_seconds = Gauge(
             "learnserve_model_load_seconds", "Seconds to verify, load and warm the model's current version",
-            ["model"], registry=r,
+            ["model"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.model_info = Gauge(
             "learnserve_model_info", "The version being served of each model (value 1)",
             ["model", "version", "sha256", "arch", "backend", "device", "classes", "kind"], registry=r,
+            multiprocess_mode="livemax",
         )  # fmt: skip
         self.reload_failures = Counter(
             "learnserve_model_reload_failures", "Model files that failed verification or loading", ["model"],
@@ -141,6 +163,23 @@ class Metrics:
         )  # fmt: skip
         self._info: dict[str, tuple[str, ...]] = {}  # model -> its info labels, to remove on swap
         self._request_children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: this registry, or with several processes every process's values merged."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+    def refresh(self) -> None:
+        """Several processes: this process's queue depths and budget into the shared gauges (every second)."""
+        for family in self.queue_depth.collect():
+            for sample in family.samples:
+                self.queue_gauge.labels(*sample.labels.values()).set(sample.value)
+        for family in self.budget.collect():
+            for sample in family.samples:
+                self.budget_gauge.labels(*sample.labels.values()).set(sample.value)
 
     def watch(self, repository: ModelRepository) -> None:
         self.queue_depth.repository = repository
@@ -168,7 +207,10 @@ class Metrics:
 
     def model_unloaded(self, model: str) -> None:
         if old := self._info.pop(model, None):
+            self.model_info.labels(*old).set(0)  # the shared files keep a removed series: 0 says it is gone
             self.model_info.remove(*old)
+            if self.multiprocess:
+                self.queue_gauge.labels(model).set(0)
 
     def load_failed(self, model: str, error: str) -> None:
         self.reload_failures.labels(model).inc()

@@ -2,11 +2,15 @@
 
 On SIGTERM/SIGINT the server first reports not-ready, then uvicorn stops accepting connections, lets in-flight
 requests finish (up to LEARNSERVE_DRAIN_SECONDS), runs the lifespan shutdown and exits 0. SIGHUP reloads the
-model files (the lifespan installs that handler).
+model files (the lifespan installs that handler). With LEARNSERVE_WORKERS > 1 a supervisor runs that many such
+processes on the one socket (app/api/workers.py).
 """
 
 from __future__ import annotations
 
+import logging
+import logging.config
+import sys
 from types import FrameType
 
 import uvicorn
@@ -14,6 +18,7 @@ import uvicorn
 from app.api.deps import ServerState
 from app.api.logs import log_config
 from app.api.protocol import with_header_timeout
+from app.api.workers import OVERSUBSCRIBED, Oversubscribed, available_cores, plan, serve_workers
 from app.config import Settings
 from app.main import create_app
 
@@ -33,8 +38,10 @@ class DrainingServer(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def serve(settings: Settings, host: str, port: int) -> int:
-    state = ServerState()
+def build_server(
+    settings: Settings, state: ServerState, host: str = "127.0.0.1", port: int = 8000
+) -> DrainingServer:
+    """One server process: the app, uvicorn's settings, the drain (under a supervisor: its socket, not host:port)."""
     config = uvicorn.Config(
         create_app(settings, state),
         host=host,
@@ -45,6 +52,25 @@ def serve(settings: Settings, host: str, port: int) -> int:
         http=with_header_timeout(settings.header_timeout_seconds),
         timeout_keep_alive=5,
     )
-    server = DrainingServer(config, state)
+    return DrainingServer(config, state)
+
+
+def serve(settings: Settings, host: str, port: int) -> int:
+    """One process, or LEARNSERVE_WORKERS of them under a supervisor (app/api/workers.py)."""
+    try:
+        chosen = plan(settings, available_cores())
+    except Oversubscribed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return OVERSUBSCRIBED
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))  # uvicorn applies it again
+    logging.getLogger("learnserve").info("%d server process(es), %d torch thread(s) each: %s", chosen.workers,
+                                         chosen.threads, chosen.why)  # fmt: skip
+    if chosen.workers > 1:
+        return serve_workers(
+            settings, host, port, chosen, log_config(settings.log_level, settings.log_format)
+        )
+    server = build_server(
+        settings.model_copy(update={"torch_threads": chosen.threads}), ServerState(), host, port
+    )
     server.run()
     return 0 if server.started else STARTUP_FAILED

@@ -22,13 +22,16 @@ async def live() -> HealthResponse:
 
 def check_ready(state: ServerState, repository: ModelRepository, unit: ModelUnit | None = None) -> None:
     """The one readiness rule, for /health/ready, /v2/health/ready and v2 model readiness: the server has started
-    and is not draining, a model is loaded, and (asked about one model) that model accepts work."""
+    and is not draining, a model is loaded, every process of the server is ready, and (asked about one model) that
+    model accepts work."""
     if state.draining:
         raise NotReady("The server is shutting down.")
     if not state.started:
         raise NotReady("The models are still loading.")
     if not repository.ready:
         raise NotReady("No model is loaded.")
+    if not state.every_process_ready:
+        raise NotReady("A server process is starting or being replaced (LEARNSERVE_WORKERS).")
     if unit is not None and not unit.ready:
         raise NotReady(f"Model {unit.name!r} is not accepting work.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.metrics import Metrics
 from app.api.policy import Key, policy
@@ -52,4 +52,4 @@ async def get_metrics(request: Request) -> Metrics:
 def metrics(
     metrics: Annotated[Metrics, Depends(get_metrics)],
 ) -> Response:  # sync: reads /proc, runs in a thread
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

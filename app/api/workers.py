@@ -1,0 +1,321 @@
+"""LEARNSERVE_WORKERS: several whole server processes on one port, under one supervisor.
+
+Why whole replicas (each with its model, its batcher, torch threads split between them) rather than front ends
+feeding one model process: on CPU the wall is one Python process doing HTTP, decoding and the model under one GIL,
+and two replicas of one thread each served the digits CNN 1.3-1.7x faster on two cores than one process of two
+threads, while a compute-bound resnet gained nothing (README: Several processes). A GPU wants the opposite (one
+model copy, large batches), so `auto` keeps one process there.
+
+The supervisor is uvicorn's (it binds the socket once, spawns the processes, replaces one that dies, and stops
+the whole server when one cannot start), with what makes N processes one server:
+- one budget: each process gets 1/N of LEARNSERVE_MAX_INFLIGHT_BYTES, MAX_REQUESTS and MAX_EXPLAINS, so all
+  together hold no more than the settings say; the overload rule (503 + Retry-After) is each process's own;
+- no oversubscription: workers x torch threads never exceed the cores (refused at start when asked for);
+- one readiness: the supervisor publishes whether every process is ready (a file in its run folder); a process
+  answers ready only while that is so, so a dead or restarting process makes the server 503 until replaced;
+- one reload: SIGHUP to the supervisor, or POST /admin/reload to any process, reloads the models in every process,
+  in place (no process restarts, so no request fails);
+- one set of metrics: prometheus-client's multiprocess mode (counters and histograms summed over the processes,
+  gauges per their meaning), whichever process answers /metrics;
+- SIGTERM drains every process (each stops accepting, finishes its requests, exits), then the supervisor exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from app.api.deps import READY_FILE, ServerState
+from app.config import Settings
+from training.manifest import Manifest
+
+logger = logging.getLogger("learnserve")
+
+# Below this many weights a model is cheap next to the HTTP and decoding around it (the digits CNN: ~0.1 M; one
+# process serves it at 0.6 of the in-process limit): a process per core pays. A resnet18 (11.7 M) is compute-bound.
+SMALL_MODEL = 2_000_000
+MAX_AUTO_WORKERS = 8
+OVERSUBSCRIBED = 2  # the exit status of a refused configuration (a usage error)
+
+
+class Oversubscribed(ValueError):
+    """Workers x torch threads over the cores: each process's threads would fight the others' (the 53-143 req/s
+    collapse measured before this mode existed)."""
+
+
+def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 quota (a container's CPU limit:
+    `200000 100000` is 2 cores), since a pod limited to 2 CPUs on a 64-core node sees 64 in its affinity."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text(encoding="ascii").split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def model_sizes(settings: Settings) -> list[int | None]:
+    """The weights count of each model to serve, from its manifest (no torch): None where a manifest is missing,
+    unreadable or too old to say."""
+    if settings.model_dir is not None:
+        manifests = sorted(settings.model_dir.glob("*.json"))
+    else:
+        manifests = [settings.model_path.with_suffix(".json")]
+    sizes: list[int | None] = []
+    for path in manifests:
+        try:
+            manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            sizes.append(None)
+            continue
+        sizes.append(manifest.model.parameters if manifest.model else None)
+    return sizes or [None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: int
+    threads: (
+        int  # torch threads per process: LEARNSERVE_TORCH_THREADS, else the cores split (a container's CPU
+    )
+    # limit counts: torch's own default would be every core of the node)
+    why: str
+
+
+def uses_gpu(settings: Settings) -> bool:
+    if settings.device == "cuda":
+        return True
+    return settings.device == "auto" and Path("/dev/nvidiactl").exists()  # no torch import in the supervisor
+
+
+def plan(settings: Settings, cores: int) -> Plan:
+    """How many processes and threads. `auto`: one process on a GPU (one model copy feeds it); on CPU, for small
+    models (every one under SMALL_MODEL weights, by its manifest), as many single-thread processes as cores (at
+    most 8, or cores / LEARNSERVE_TORCH_THREADS); otherwise one process with every core. A number: that many, with
+    the cores split between them unless TORCH_THREADS is given; over the cores (or a budget share too small for
+    one request), Oversubscribed."""
+    threads = settings.torch_threads
+    if settings.workers != "auto":
+        n = settings.workers
+        if n == 1:
+            return Plan(1, threads or cores, "LEARNSERVE_WORKERS=1")
+        if settings.capture_dir is not None:
+            raise Oversubscribed(
+                f"LEARNSERVE_WORKERS={n} with LEARNSERVE_CAPTURE_DIR: POST /feedback looks an answer up in the "
+                "memory of the process that gave it, which another process does not have. Use one process "
+                "(LEARNSERVE_WORKERS=1 or auto) while capture is on."
+            )
+        per = threads or max(1, cores // n)
+        if n * per > cores:
+            raise Oversubscribed(
+                f"LEARNSERVE_WORKERS={n} x {per} torch thread{'s' if per > 1 else ''} each = {n * per} threads on "
+                f"{cores} core{'s' if cores > 1 else ''}: the processes would fight over the cores (throughput "
+                f"collapses). Lower LEARNSERVE_WORKERS, or LEARNSERVE_TORCH_THREADS, or use LEARNSERVE_WORKERS=auto."
+            )
+        if fits(settings) < n:
+            raise Oversubscribed(
+                f"LEARNSERVE_WORKERS={n}: each process gets 1/{n} of LEARNSERVE_MAX_INFLIGHT_BYTES "
+                f"({settings.max_inflight_bytes // n:,} bytes), less than one largest request body "
+                f"({largest_body(settings):,}). Raise MAX_INFLIGHT_BYTES or lower LEARNSERVE_WORKERS."
+            )
+        return Plan(n, per, f"LEARNSERVE_WORKERS={n}")
+    if settings.capture_dir is not None:
+        return Plan(1, threads or cores, "auto: capture is on (feedback needs the one process that answered)")
+    if uses_gpu(settings):
+        return Plan(
+            1, threads or cores, "auto: a GPU is fed best by one process (one model copy, larger batches)"
+        )
+    sizes = model_sizes(settings)
+    if cores < 2 or any(s is None or s > SMALL_MODEL for s in sizes):
+        largest = "unknown" if None in sizes else f"{max(s or 0 for s in sizes):,}"
+        return Plan(
+            1, threads or cores, f"auto: {cores} core(s), largest model {largest} weights (one process)"
+        )
+    per = threads or 1
+    n = max(1, min(MAX_AUTO_WORKERS, cores // per, fits(settings)))
+    why = f"auto: small models (under {SMALL_MODEL:,} weights) on {cores} cores"
+    return Plan(n, per if n > 1 else threads or cores, why)
+
+
+def largest_body(settings: Settings) -> int:
+    return max(settings.max_request_bytes, settings.max_single_bytes)
+
+
+def fits(settings: Settings) -> int:
+    """How many processes the memory budget can be split between, each still holding one largest request body."""
+    return max(1, settings.max_inflight_bytes // largest_body(settings))
+
+
+def share(settings: Settings, plan: Plan) -> Settings:
+    """One process's settings: its threads, and its 1/N of the server's budgets."""
+    n = plan.workers
+    return settings.model_copy(
+        update={
+            "workers": 1,
+            "torch_threads": plan.threads,
+            "max_inflight_bytes": max(1, settings.max_inflight_bytes // n),
+            "max_requests": max(1, settings.max_requests // n),
+            "max_explains": max(1, settings.max_explains // n),
+        }
+    )
+
+
+class Worker(Process):
+    """One server process: builds its app from the pickled settings once spawned (the app itself cannot be)."""
+
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], settings: Settings, run_dir: Path
+    ):
+        self.settings = settings
+        self.run_dir = run_dir
+        super().__init__(config, sockets)
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # in the spawned process
+        from app.api.server import build_server
+
+        threading.Thread(target=self.always_pong, daemon=True).start()  # answers "starting" meanwhile
+        self._server = build_server(self.settings, ServerState(supervisor=self.run_dir))
+        self._server.run(sockets)
+
+    def pong(self) -> None:
+        """The supervisor's health check: alive, and started (the app's models loaded) or not yet."""
+        self.child_conn.recv()
+        self.child_conn.send(self._server is not None and self._server.started)
+
+
+class Supervisor(Multiprocess):
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], settings: Settings, run_dir: Path
+    ):
+        super().__init__(config, sockets)
+        self.settings = settings
+        self.run_dir = run_dir
+        self.failed = False
+        self._published: bool | None = None
+
+    def spawn(self) -> Worker:
+        worker = Worker(self.config, self.sockets, self.settings, self.run_dir)
+        worker.start()
+        return worker
+
+    def init_processes(self) -> None:
+        self.processes = [self.spawn() for _ in range(self.processes_num)]
+
+    def run(self) -> None:
+        logger.info("supervisor [%d]: %d worker processes", os.getpid(), self.processes_num)
+        self.init_processes()
+        while not self.should_exit.wait(0.25):
+            self.handle_signals()
+            self.keep_subprocess_alive()
+            self.publish_readiness()
+        self.publish(False)  # every process answers 503 from here on, then drains
+        self.terminate_all()
+        self.join_all()
+        logger.info("supervisor [%d]: every worker has exited", os.getpid())
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        for idx, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung, or already gone
+            process.join()
+            mark_dead(process.pid)
+            if process.exitcode == STARTUP_FAILURE:
+                logger.error("worker [%s] could not start: stopping the server", process.pid)
+                self.failed = True
+                self.should_exit.set()
+                return
+            logger.warning("worker [%s] died (exit %s): starting another", process.pid, process.exitcode)
+            self.publish(False)
+            self.processes[idx] = self.spawn()
+
+    def publish_readiness(self) -> None:
+        ready = len(self.processes) == self.processes_num and all(
+            p.is_ready(timeout=1) for p in self.processes
+        )
+        self.publish(ready)
+
+    def publish(self, ready: bool) -> None:
+        if ready == self._published:
+            return
+        path = self.run_dir / READY_FILE
+        if ready:
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+        self._published = ready
+
+    def signal_workers(self, sig: int) -> None:
+        """To every started process (one still starting loads the newest files anyway, and until its lifespan
+        has installed the handler a SIGHUP would end it)."""
+        for process in self.processes:
+            if process.pid is not None and process.is_ready(timeout=1):
+                os.kill(process.pid, sig)
+
+    def handle_hup(self) -> None:
+        logger.info("SIGHUP: every worker reloads its models")
+        self.signal_workers(signal.SIGHUP)
+
+    def handle_usr1(self) -> None:  # a worker took POST /admin/reload: the others reload too
+        self.signal_workers(signal.SIGHUP)
+
+    def handle_ttin(self) -> None:
+        logger.info("SIGTTIN ignored: the number of processes is LEARNSERVE_WORKERS")
+
+    def handle_ttou(self) -> None:
+        self.handle_ttin()
+
+
+def mark_dead(pid: int | None) -> None:
+    """Drop a dead process's live gauges from the metrics files (its counters stay: totals never go back)."""
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def serve_workers(settings: Settings, host: str, port: int, chosen: Plan, log_config: dict[str, Any]) -> int:
+    """Bind once, spawn `chosen.workers` processes with their share, supervise until SIGTERM/SIGINT."""
+    run_dir = Path(tempfile.mkdtemp(prefix="learnserve-"))
+    metrics_dir = run_dir / "metrics"
+    metrics_dir.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # read by prometheus-client in each process
+    if chosen.threads is not None:  # OpenMP and MKL read these before torch is imported in the processes
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(chosen.threads)
+    config = uvicorn.Config(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=chosen.workers,
+        log_config=log_config,
+    )
+    try:
+        sock = config.bind_socket()
+    except SystemExit:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    supervisor = Supervisor(config, [sock], share(settings, chosen), run_dir)
+    try:
+        supervisor.run()
+    finally:
+        sock.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return STARTUP_FAILURE if supervisor.failed else 0
