@@ -259,6 +259,9 @@ def run_segmentation(opts: TrainOptions, source: Path) -> Outcome:
         history, best = fit(learn, opts, lr)
         metrics, counts, kept = measure(learn, table.codes, OVERLAYS)
         train_seconds = time.perf_counter() - started
+        # fastai's DiceMulti and JaccardCoeffMulti warn "Mean of empty slice" on every learn.predict (no targets to
+        # score): the exported learner keeps pixel accuracy only; the manifest and reports hold the rest.
+        learn.metrics = learn.metrics[:1]
         learn.path = Path(".")
         learn.export(opts.out.resolve())
         manifest = build_manifest(
