@@ -37,9 +37,11 @@ def segmentation_source(data: str) -> Path | None:
             write_shapes(home)
         return home
     path = Path(data).expanduser()
-    if path.is_dir() and (path / "images").is_dir() and any((path / d).is_dir() for d in MASK_DIRS):
-        return path.resolve()
-    return None
+    return path.resolve() if is_segmentation_dir(path) else None
+
+
+def is_segmentation_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "images").is_dir() and any((path / d).is_dir() for d in MASK_DIRS)
 
 
 @dataclass
