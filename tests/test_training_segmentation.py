@@ -220,7 +220,9 @@ def test_options_of_other_kinds_are_refused(shapes: Path, tmp_path: Path) -> Non
     code, _, stderr = run_cli("train", str(shapes), "--out", out, "--monitor", "f1", "--epochs", "1")
     assert_clean_error(code, stderr, "--monitor f1 is not measured for segmentation")
     code, _, stderr = run_cli("show", str(shapes), "--out", str(tmp_path / "b.png"))  # not two classes
-    assert_clean_error(code, stderr, "is a segmentation set (images/ and masks/): only `train` reads it so far")
+    assert_clean_error(
+        code, stderr, "is a segmentation set (images/ and masks/): only `train` reads it so far"
+    )
 
 
 def test_train_shapes_uses_the_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
