@@ -21,6 +21,7 @@ from training.errors import TrainingError
 __all__ = ["build_parser", "main"]
 
 MARKS_IMAGES = 400  # `data marks`: as many as `train marks` writes to the data home
+SHAPES_IMAGES = 300  # `data shapes`: as many as `train shapes` writes to the data home
 
 
 def options(args: argparse.Namespace, *leave_out: str) -> dict[str, Any]:
@@ -39,6 +40,14 @@ def run(args: argparse.Namespace) -> None:
             except OSError as e:
                 raise TrainingError(f"cannot write to {args.dest}: {e.strerror or e}") from e
             what = f"{MARKS_IMAGES} images with {len(MARKS)} labels to {args.dest} (labels in {table})"
+        elif args.name == "shapes":
+            from training.shapes import CODES, write_shapes
+
+            try:
+                write_shapes(args.dest, n=SHAPES_IMAGES, size=args.size or 64)
+            except OSError as e:
+                raise TrainingError(f"cannot write to {args.dest}: {e.strerror or e}") from e
+            what = f"{SHAPES_IMAGES} images with masks of {len(CODES)} codes to {args.dest} (images/, masks/, codes.txt)"
         else:
             what = f"{write_digits(args.dest, size=args.size or 28)} images in 10 classes to {args.dest}"
         print(f"wrote {what} ({time.perf_counter() - started:.1f}s)")

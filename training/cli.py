@@ -28,6 +28,7 @@ EPILOG = """examples:
   python -m training show data/digits --augment --out batch.png
   python -m training train data/digits --out models/digits.pkl      # plots in reports/digits/
   python -m training train marks --out models/marks.pkl             # multi-label, bundled
+  python -m training train shapes --out models/shapes.pkl           # segmentation, bundled
   torchrun --nproc_per_node 2 -m training train data/digits --out models/digits.pkl
   python -m training lr-find data/digits --plot lr.png --num-it 50
   python -m training interpret models/digits.pkl data/digits        # into reports/digits/
@@ -109,7 +110,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         "data",
         help="a folder with one subfolder per class (or train/ and valid/ folders of them), "
         "a CSV of path,label[,is_valid] rows (path,labels: multi-label, labels separated by spaces), "
-        "'digits' or 'marks' (bundled; marks is multi-label)",
+        "a segmentation set (DATA/images/, DATA/masks/ of code indices, DATA/codes.txt), "
+        "'digits', 'marks' or 'shapes' (bundled; marks is multi-label, shapes segmentation)",
     )
     p.add_argument(
         "--multi-label",
@@ -243,16 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="write a bundled dataset as PNGs (digits: class folders; marks: a CSV)")
+    p = sub.add_parser(
+        "data",
+        help="write a bundled dataset as PNGs (digits: class folders; marks: a CSV; shapes: images/ and masks/)",
+    )
     p.add_argument(
         "name",
-        choices=["digits", "marks"],
+        choices=["digits", "marks", "shapes"],
         help="digits: scikit-learn's 1,797 handwritten digits; marks: 400 generated multi-label images "
-        "(images/ and labels.csv)",
+        "(images/ and labels.csv); shapes: 300 generated segmentation images (images/, masks/, codes.txt)",
     )
     p.add_argument("dest", type=Path, help="folder to write into")
     p.add_argument(
-        "--size", type=positive, default=None, help="image size: digits upscaled to it (28); marks (32)"
+        "--size",
+        type=positive,
+        default=None,
+        help="image size: digits upscaled to it (28); marks (32); shapes (64)",
     )
 
     p = sub.add_parser("show", help="save a grid of one batch (after all transforms) with its labels")

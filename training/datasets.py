@@ -86,6 +86,12 @@ def load_table(data: str, multi_label: bool = False) -> ImageTable:
     """The verified table; `multi_label`: read a CSV's `label` column as space-separated labels (a `labels`
     column always is)."""
     source = resolve_source(data)
+    from training.segmentation_data import is_segmentation_dir  # it imports this module
+
+    if is_segmentation_dir(source):  # else images/ and masks/ would read as two classes
+        raise TrainingError(
+            f"{data} is a segmentation set (images/ and masks/): only `train` reads it so far"
+        )
     split_by, ignored_dirs = None, []
     if multi_label and source.suffix.lower() != ".csv":
         raise TrainingError(f"--multi-label needs a CSV of path,labels rows; {data} is not a .csv file")

@@ -20,7 +20,7 @@ from training.errors import TrainingError, warn
 from training.export import export, reload_check
 from training.learner import Data, ModelOptions, Prepared, check_batch_size, prepare
 from training.lr_find import USED, find_lr
-from training.manifest import Manifest, Metrics
+from training.manifest import SEGMENTATION, Manifest, Metrics
 from training.multilabel import chance_warning, scores
 from training.multilabel_reports import write_label_reports
 from training.progress import console, quiet
@@ -66,6 +66,10 @@ class Outcome:
             seconds += f", {m.lr_find_seconds:.1f}s of lr finder before it"
         x = m.metrics
         assert x is not None  # train always validates
+        if m.kind == SEGMENTATION:
+            from training.segmentation_reports import figures_line
+
+            return f"{kept}: {figures_line(x)}, valid_loss {x.valid_loss:.4f}; {seconds}"
         if m.multi_label:
             figures = f"accuracy_multi {x.accuracy:.4f}, macro F1 {x.f1:.4f} at threshold {m.threshold:g}"
             return f"{kept}: {figures}, valid_loss {x.valid_loss:.4f}; {seconds}"
@@ -224,6 +228,13 @@ def train(opts: TrainOptions) -> Outcome | None:
 
 
 def run(opts: TrainOptions) -> Outcome | None:
+    from training.segmentation_data import segmentation_source
+
+    source = segmentation_source(opts.data)
+    if source is not None:  # images/ + masks/ + codes.txt: a U-Net (training/segmentation.py)
+        from training.segmentation import run_segmentation
+
+        return run_segmentation(opts, source)
     with tempfile.TemporaryDirectory(prefix="learnserve-train-") as tmp:
         workdir = Path(tmp)
         prepared = prepare(opts, workdir, bs=opts.bs // distributed.world_size())
