@@ -23,7 +23,15 @@ from bench.assets import MODELS, WORK, BenchModel, ensure_images, ensure_model
 from bench.load import memory_mb, running_server, wrk
 from bench.report import write_report
 
-SERVERS = ("floor", "minimal", "tutorial", "learnserve", "learnserve-capture", "learnserve-onnx")
+SERVERS = (
+    "floor",
+    "minimal",
+    "tutorial",
+    "learnserve",
+    "learnserve-workers",
+    "learnserve-capture",
+    "learnserve-onnx",
+)
 CONTENDERS = ("limit", "limit-onnx", "predict", "score", *SERVERS)
 
 

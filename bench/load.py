@@ -38,6 +38,8 @@ def server_command(contender: str, model: BenchModel, port: int) -> tuple[list[s
             "LEARNSERVE_MODEL_PATH": str(model.path),
             "LEARNSERVE_BACKEND": backend,
             "MALLOC_ARENA_MAX": "2",
+            # one process, comparable with every earlier run; `learnserve-workers` is the default `auto`
+            "LEARNSERVE_WORKERS": "auto" if contender == "learnserve-workers" else "1",
         }
         # capture on, at its default policy (issue 25: within 10% of capture off)
         if contender == "learnserve-capture":

@@ -15,6 +15,7 @@ LABELS = {
     "minimal": "minimal batching server (bench/minimal_server.py)",
     "tutorial": "tutorial server (FastAPI + learn.predict)",
     "learnserve": "**learnserve**, fastai backend",
+    "learnserve-workers": "**learnserve**, fastai backend, LEARNSERVE_WORKERS=auto (its own choice of processes)",
     "learnserve-capture": "**learnserve**, fastai backend, capture on (default policy)",
     "learnserve-onnx": "**learnserve**, ONNX Runtime backend",
 }
@@ -102,6 +103,13 @@ def targets(results: dict[str, dict[str, Any]]) -> str:
             r = best(row["limit-onnx"]) / best(row["limit"])
             goal = 1.3 if "resnet" in model else 2.0
             checks.append(f"ONNX in-process limit {r:.2f}x fastai's (target {goal}x: {check(r >= goal)})")
+        workers = row.get("learnserve-workers")
+        if workers and ls:
+            r = workers["rps_c16"] / ls["rps_c16"]
+            goal = 1.0 if "resnet" in model else 1.3  # auto runs one process for a resnet: no loss, no gain
+            checks.append(
+                f"WORKERS=auto at c=16 {r:.2f}x one process (target {goal}x: {check(r >= 0.9 * goal)})"
+            )
         captured = row.get("learnserve-capture")
         if captured and ls:
             r = captured["rps_c16"] / ls["rps_c16"]
