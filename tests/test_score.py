@@ -64,6 +64,29 @@ def test_local_engine_scores_everything_in_order(photos: Path, tiny_model: Path,
     assert sum(r["label"] == LABELS[int(Path(r["path"]).stem[3:]) % 3] for r in rows if "label" in r) >= 290
 
 
+def test_several_processes_give_the_same_rows_in_order(
+    photos: Path,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """LEARNSERVE_WORKERS=2 (app/scoring/processes.py): the same table as one process, row for row."""
+    import app.cli.score
+    import app.scoring.processes
+
+    one = tmp_path / "one.csv"
+    assert score(str(photos), "--model", str(tiny_model), "--out", str(one), "--top-k", "2") == 0
+    monkeypatch.setenv("LEARNSERVE_WORKERS", "2")
+    monkeypatch.setattr(app.cli.score, "WORTH_IT", 1)  # a few hundred files: worth it here, to test it
+    monkeypatch.setattr(app.scoring.processes, "CHUNK", 64)  # several chunks, handed out in turn
+    two = tmp_path / "two.csv"
+    capsys.readouterr()
+    assert score(str(photos), "--model", str(tiny_model), "--out", str(two), "--top-k", "2") == 0
+    assert "scoring in 2 processes, 1 torch thread(s) each (LEARNSERVE_WORKERS=2)" in capsys.readouterr().err
+    assert rows_of(two) == rows_of(one)
+
+
 def test_ray_engine_gives_the_same_rows(photos: Path, tiny_model: Path, tmp_path: Path) -> None:
     import ray
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.api.workers import Oversubscribed, Plan, available_cores, largest_body, plan, share
 from app.config import Settings
+from app.core.process_plan import Oversubscribed, Plan, available_cores, largest_body, plan, share
 from tests.conftest import copy_model
 from tests.live_server import LiveServer, live_server
 from training.manifest import sha256_file

@@ -18,8 +18,9 @@ import uvicorn
 from app.api.deps import ServerState
 from app.api.logs import log_config
 from app.api.protocol import with_header_timeout
-from app.api.workers import OVERSUBSCRIBED, Oversubscribed, available_cores, plan, serve_workers
+from app.api.workers import serve_workers
 from app.config import Settings
+from app.core.process_plan import OVERSUBSCRIBED, Oversubscribed, available_cores, plan
 from app.main import create_app
 
 STARTUP_FAILED = 3

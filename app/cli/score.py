@@ -1,6 +1,7 @@
 """`python -m app score SOURCE --model M --out predictions.csv|.parquet`: one row per input, a bad file never stops
 the job, rows in input order, `--resume` skips what an earlier run wrote. The local engine runs the server's
-unit in this process; `--engine ray` runs the same unit in Ray actors (app/scoring/ray_engine.py)."""
+unit in this process, or in several (LEARNSERVE_WORKERS, as the server decides: app/scoring/processes.py);
+`--engine ray` runs the same unit in Ray actors (app/scoring/ray_engine.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ from typing import Any
 from app.config import Settings
 from app.core.errors import CoreError, ModelRequired
 from app.core.files import classify_files
+from app.core.process_plan import Oversubscribed, available_cores, plan
 from app.core.repository import open_model
 from app.scoring.output import Journal, Row, columns, done_rows, journal_path, row_of, write_table
+from app.scoring.processes import WORTH_IT, process_rows
 from app.scoring.sources import BadSource, is_uri, list_inputs
 from training.manifest import read_manifest
+
+
+class BadSetup(CoreError):
+    code = "bad_setup"
 
 
 @dataclass
@@ -163,4 +170,13 @@ def engine_rows(settings: Settings, job: ScoreJob, todo: list[str]) -> Iterator[
         }
         yield from ray_rows(settings, todo, job.top_k, **options)
     elif todo:
-        yield from local_rows(settings, todo, job.top_k, job.threshold)
+        try:  # capture is the server's: the scorer keeps nothing, so it does not limit the processes here
+            chosen = plan(settings.model_copy(update={"capture_dir": None}), available_cores())
+        except Oversubscribed as e:
+            raise BadSetup(str(e)) from None
+        if chosen.workers > 1 and len(todo) >= WORTH_IT:
+            print(f"scoring in {chosen.workers} processes, {chosen.threads} torch thread(s) each ({chosen.why})",
+                  file=sys.stderr)  # fmt: skip
+            yield from process_rows(settings, todo, job.top_k, job.threshold, chosen)
+        else:
+            yield from local_rows(settings, todo, job.top_k, job.threshold)

@@ -1,0 +1,144 @@
+"""How many server (or scoring) processes, with how many torch threads each: LEARNSERVE_WORKERS and
+LEARNSERVE_TORCH_THREADS against the cores and the models' size (README: Several processes). No torch import: the
+models' sizes come from their manifests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import Settings
+from training.manifest import Manifest
+
+# Below this many weights a model is cheap next to the HTTP and decoding around it (the digits CNN: ~0.1 M; one
+# process serves it at 0.6 of the in-process limit): a process per core pays. A resnet18 (11.7 M) is compute-bound.
+SMALL_MODEL = 2_000_000
+MAX_AUTO_WORKERS = 8
+OVERSUBSCRIBED = 2  # the exit status of a refused configuration (a usage error)
+
+
+class Oversubscribed(ValueError):
+    """Workers x torch threads over the cores: each process's threads would fight the others' (the 53-143 req/s
+    collapse measured before this mode existed)."""
+
+
+def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 quota (a container's CPU limit:
+    `200000 100000` is 2 cores), since a pod limited to 2 CPUs on a 64-core node sees 64 in its affinity."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text(encoding="ascii").split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def model_sizes(settings: Settings) -> list[int | None]:
+    """The weights count of each model to serve, from its manifest (no torch): None where a manifest is missing,
+    unreadable or too old to say."""
+    if settings.model_dir is not None:
+        manifests = sorted(settings.model_dir.glob("*.json"))
+    else:
+        manifests = [settings.model_path.with_suffix(".json")]
+    sizes: list[int | None] = []
+    for path in manifests:
+        try:
+            manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            sizes.append(None)
+            continue
+        sizes.append(manifest.model.parameters if manifest.model else None)
+    return sizes or [None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: int
+    threads: (
+        int  # torch threads per process: LEARNSERVE_TORCH_THREADS, else the cores split (a container's CPU
+    )
+    # limit counts: torch's own default would be every core of the node)
+    why: str
+
+
+def uses_gpu(settings: Settings) -> bool:
+    if settings.device == "cuda":
+        return True
+    return settings.device == "auto" and Path("/dev/nvidiactl").exists()  # no torch import in the supervisor
+
+
+def plan(settings: Settings, cores: int) -> Plan:
+    """How many processes and threads. `auto`: one process on a GPU (one model copy feeds it); on CPU, for small
+    models (every one under SMALL_MODEL weights, by its manifest), as many single-thread processes as cores (at
+    most 8, or cores / LEARNSERVE_TORCH_THREADS); otherwise one process with every core. A number: that many, with
+    the cores split between them unless TORCH_THREADS is given; over the cores (or a budget share too small for
+    one request), Oversubscribed."""
+    threads = settings.torch_threads
+    if settings.workers != "auto":
+        n = settings.workers
+        if n == 1:
+            return Plan(1, threads or cores, "LEARNSERVE_WORKERS=1")
+        if settings.capture_dir is not None:
+            raise Oversubscribed(
+                f"LEARNSERVE_WORKERS={n} with LEARNSERVE_CAPTURE_DIR: POST /feedback looks an answer up in the "
+                "memory of the process that gave it, which another process does not have. Use one process "
+                "(LEARNSERVE_WORKERS=1 or auto) while capture is on."
+            )
+        per = threads or max(1, cores // n)
+        if n * per > cores:
+            raise Oversubscribed(
+                f"LEARNSERVE_WORKERS={n} x {per} torch thread{'s' if per > 1 else ''} each = {n * per} threads on "
+                f"{cores} core{'s' if cores > 1 else ''}: the processes would fight over the cores (throughput "
+                f"collapses). Lower LEARNSERVE_WORKERS, or LEARNSERVE_TORCH_THREADS, or use LEARNSERVE_WORKERS=auto."
+            )
+        if fits(settings) < n:
+            raise Oversubscribed(
+                f"LEARNSERVE_WORKERS={n}: each process gets 1/{n} of LEARNSERVE_MAX_INFLIGHT_BYTES "
+                f"({settings.max_inflight_bytes // n:,} bytes), less than one largest request body "
+                f"({largest_body(settings):,}). Raise MAX_INFLIGHT_BYTES or lower LEARNSERVE_WORKERS."
+            )
+        return Plan(n, per, f"LEARNSERVE_WORKERS={n}")
+    if settings.capture_dir is not None:
+        return Plan(1, threads or cores, "auto: capture is on (feedback needs the one process that answered)")
+    if uses_gpu(settings):
+        return Plan(
+            1, threads or cores, "auto: a GPU is fed best by one process (one model copy, larger batches)"
+        )
+    sizes = model_sizes(settings)
+    if cores < 2 or any(s is None or s > SMALL_MODEL for s in sizes):
+        largest = "unknown" if None in sizes else f"{max(s or 0 for s in sizes):,}"
+        return Plan(
+            1, threads or cores, f"auto: {cores} core(s), largest model {largest} weights (one process)"
+        )
+    per = threads or 1
+    n = max(1, min(MAX_AUTO_WORKERS, cores // per, fits(settings)))
+    why = f"auto: small models (under {SMALL_MODEL:,} weights) on {cores} cores"
+    return Plan(n, per if n > 1 else threads or cores, why)
+
+
+def largest_body(settings: Settings) -> int:
+    return max(settings.max_request_bytes, settings.max_single_bytes)
+
+
+def fits(settings: Settings) -> int:
+    """How many processes the memory budget can be split between, each still holding one largest request body."""
+    return max(1, settings.max_inflight_bytes // largest_body(settings))
+
+
+def share(settings: Settings, plan: Plan) -> Settings:
+    """One process's settings: its threads, and its 1/N of the server's budgets."""
+    n = plan.workers
+    return settings.model_copy(
+        update={
+            "workers": 1,
+            "torch_threads": plan.threads,
+            "max_inflight_bytes": max(1, settings.max_inflight_bytes // n),
+            "max_requests": max(1, settings.max_requests // n),
+            "max_explains": max(1, settings.max_explains // n),
+        }
+    )
