@@ -15,7 +15,8 @@ from pathlib import Path
 
 ARCHS = ("cnn", "resnet18", "resnet34", "resnet50")
 RESIZE_METHODS = ("squish", "crop", "pad")
-MONITORS = ("valid_loss", "accuracy", "error_rate", "f1")  # the learner's metrics (f1: multi-label only)
+# the learner's metrics (f1: multi-label only; mae, rmse: regression; distance: key points)
+MONITORS = ("valid_loss", "accuracy", "error_rate", "f1", "mae", "rmse", "distance")
 DEFAULT_EPOCHS = 8
 DEFAULT_NUM_IT = 100  # fastai's lr_find(num_it=100)
 # fastai reads its suggestions from the losses after the first tenth and before the last 5, and `slide` compares
@@ -27,6 +28,8 @@ EPILOG = """examples:
   python -m training show data/digits --augment --out batch.png
   python -m training train data/digits --out models/digits.pkl      # plots in reports/digits/
   python -m training train marks --out models/marks.pkl             # multi-label, bundled
+  python -m training train discs --out models/discs.pkl             # regression, bundled
+  python -m training train spots --out models/spots.pkl             # key points, bundled
   torchrun --nproc_per_node 2 -m training train data/digits --out models/digits.pkl
   python -m training lr-find data/digits --plot lr.png --num-it 50
   python -m training interpret models/digits.pkl data/digits        # into reports/digits/
@@ -100,7 +103,16 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         "data",
         help="a folder with one subfolder per class (or train/ and valid/ folders of them), "
         "a CSV of path,label[,is_valid] rows (path,labels: multi-label, labels separated by spaces), "
-        "'digits' or 'marks' (bundled; marks is multi-label)",
+        "a CSV of path and numbers (no label column): a regression on every column but path and is_valid, or "
+        "key points when the columns are NAME_x,NAME_y pairs (pixels of the original image, from its top-left); "
+        "'digits', 'marks', 'discs' or 'spots' (bundled; marks: multi-label, discs: regression, spots: key points)",
+    )
+    p.add_argument(
+        "--targets",
+        default=None,
+        metavar="NAMES",
+        help="a numeric CSV: the target columns, comma-separated, in order (default: every column but path and "
+        "is_valid); NAME stands for NAME_x,NAME_y when those columns exist",
     )
     p.add_argument(
         "--multi-label",
@@ -237,13 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="write a bundled dataset as PNGs (digits: class folders; marks: a CSV)")
     p.add_argument(
         "name",
-        choices=["digits", "marks"],
+        choices=["digits", "marks", "discs", "spots"],
         help="digits: scikit-learn's 1,797 handwritten digits; marks: 400 generated multi-label images "
-        "(images/ and labels.csv)",
+        "(images/ and labels.csv); discs: 400 images of a disc, its radius and brightness to learn (values.csv); "
+        "spots: 400 48x32 images with a red and a blue spot, their centres to learn (points.csv)",
     )
     p.add_argument("dest", type=Path, help="folder to write into")
     p.add_argument(
-        "--size", type=positive, default=None, help="image size: digits upscaled to it (28); marks (32)"
+        "--size",
+        type=positive,
+        default=None,
+        help="image size: digits upscaled to it (28); marks and discs (32); spots: its height (32, width 1.5x)",
     )
 
     p = sub.add_parser("show", help="save a grid of one batch (after all transforms) with its labels")
