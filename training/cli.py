@@ -296,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive, default=9, help="how many top losses to show and list (9)")
 
     p = sub.add_parser("clean", help="apply keep/delete/relabel decisions from a CSV (nothing is destroyed)")
-    p.add_argument("data", type=Path, help="the class-folder dataset")
+    p.add_argument(
+        "data",
+        type=Path,
+        help="the class-folder dataset, or a multi-label CSV (path,labels): actions are then keep, delete, or the "
+        "new labels separated by spaces ((none) for none); the CSV is rewritten, first copied to CSV.orig",
+    )
     p.add_argument(
         "--decisions", type=Path, required=True, help="top_losses.csv with an added 'action' column"
     )

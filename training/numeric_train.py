@@ -9,7 +9,7 @@ from typing import Any
 from training.errors import TrainingError, warn
 from training.export import fresh_process_scores
 from training.learner import Prepared
-from training.manifest import Metrics
+from training.manifest import POINTS, Metrics
 from training.regression import Figures, baseline_warning, describe, exportable, measure
 
 
@@ -25,6 +25,14 @@ def before_export(learn: Any, figures: Figures) -> None:
     message = baseline_warning(figures)
     if message:
         warn(message)
+    outside = float((figures.targets.reshape(-1, 2).abs() > 1).any(dim=1).float().mean())
+    if (
+        figures.kind == POINTS and outside
+    ):  # Resize crop keeps the centred square: points beside it are cut off
+        warn(
+            f"{outside:.0%} of the validation points lie outside the model's input after the resize (with "
+            "--resize-method crop, outside the centred square it keeps): the model cannot see them; try squish or pad"
+        )
     exportable(learn)
 
 
