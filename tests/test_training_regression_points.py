@@ -83,6 +83,14 @@ def test_regression_manifest_and_reload(models: dict[str, tuple[Path, str]]) -> 
     assert f"reload check: a fresh process predicts the validation set at MAE {metrics['mae']:.4f}" in stdout
     history = pd.read_csv(model.parent / "reports" / "discs" / "history.csv")
     assert m["best_epoch"] == int(history["mae"].idxmin()) + 1  # --monitor mae: lower is better
+    code, stdout, stderr = run_cli("summary", str(model))
+    assert code == 0, stderr
+    assert "regression: radius, brightness" in stdout
+    assert f"MAE {metrics['mae']:.4f}" in stdout
+    code, _, stderr = run_cli("interpret", str(model), "discs")
+    assert_clean_error(
+        code, stderr, "interpret reads a classifier's confusions, and discs.pkl is a regression"
+    )
 
 
 def test_regression_clearly_beats_the_mean(models: dict[str, tuple[Path, str]], discs: Path) -> None:
