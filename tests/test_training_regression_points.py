@@ -287,3 +287,28 @@ def test_data_writes_the_bundled_sets(tmp_path: Path, name: str, table: str, col
     rows = pd.read_csv(tmp_path / name / table)
     assert (len(rows), list(rows.columns)) == (400, columns)
     assert (tmp_path / name / rows["path"][0]).is_file()
+
+
+@pytest.mark.parametrize("name", ["discs", "spots"])
+def test_onnx_export_keeps_the_output_range(
+    models: dict[str, tuple[Path, str]], tmp_path: Path, name: str
+) -> None:
+    """The SigmoidRange (a regression's per-value bounds are buffers) goes into the ONNX graph: same outputs."""
+    import shutil
+
+    import onnxruntime as ort
+    from fastai.learner import load_learner
+
+    model, _ = models[name]
+    copy = tmp_path / model.name
+    shutil.copy(model, copy)
+    shutil.copy(model.with_suffix(".json"), copy.with_suffix(".json"))
+    code, _, stderr = run_cli("export-onnx", str(copy))
+    assert code == 0, stderr
+    assert manifest(copy)["onnx"]["activation"] == "none"  # type: ignore[index]
+    learn = load_learner(copy)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.inference_mode():
+        expected = learn.model.eval()(x).numpy()
+    [got] = ort.InferenceSession(str(copy.with_suffix(".onnx"))).run(None, {"input": x.numpy()})
+    assert np.abs(got - expected).max() < 1e-4

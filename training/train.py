@@ -237,9 +237,8 @@ def run(opts: TrainOptions) -> Outcome | None:
         lr, lr_find_seconds = resolve_lr(opts, prepared, opts.reports_dir)
         started = time.perf_counter()
         history, best = fit(learn, opts, lr)
-        numeric = (
-            prepared.table.target_kind is not None
-        )  # regression or key points: training/numeric_train.py
+        # regression or key points: their figures, reports and reload check are training/numeric_train.py's
+        numeric = prepared.table.target_kind is not None
         if numeric:
             metrics, figures = numeric_train.validate(prepared, opts.input_size)
         else:
