@@ -74,3 +74,17 @@ def test_bring_your_own_model_is_in_the_tour() -> None:
     assert "A pickle is code, and so is `--code`." in section
     assert '"not validated"' in section
     assert "Not supported." in section
+
+
+def test_the_training_commands_of_each_kind_parse() -> None:
+    """Every `python -m training` line of the README's learner kinds (multi-label, regression, key points) is a
+    command the CLI accepts as written."""
+    import shlex
+
+    from training.cli import parse_args
+
+    section = README.split("**Multi-label** (fastai's chapter 6")[1].split("`lr-find`'s plot")[0]
+    commands = [shlex.split(found) for found in re.findall(r"python -m training ([^`#\n]+)", section)]
+    assert {c[1] for c in commands if c[0] == "train"} >= {"marks", "discs", "spots"}
+    for argv in commands:
+        parse_args(argv)  # exits (status 2) on a command it refuses

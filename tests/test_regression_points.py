@@ -195,6 +195,21 @@ def test_v2_outputs_and_refusals(server: LiveServer) -> None:
     assert "threshold applies to multi-label models; brightness is a regression" in r.json()["detail"]
 
 
+def test_top_k_is_refused_for_values_and_points(server: LiveServer) -> None:
+    """top_k cuts a classifier's list of classes; asked of a regression or key points it would be silently ignored,
+    so it is refused, on the single and the batch routes."""
+    rng = np.random.default_rng(4)
+    for model, image in (("brightness", shade(0.5, rng)), ("dot", dot(10, 10, rng))):
+        r = post(server, model, png(image), "?top_k=3")
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "top_k_not_applicable"
+        assert f"{model} is a " in r.json()["detail"]
+        files = {"files": ("a.png", png(image), "image/png")}
+        r = httpx.post(f"{server.base}/models/{model}/predict/batch?top_k=1", files=files)
+        assert (r.status_code, r.json()["code"]) == (422, "top_k_not_applicable")
+        assert post(server, model, png(image)).status_code == 200  # without top_k: answered
+
+
 @pytest.mark.slow
 def test_the_demo_page_lists_values_and_draws_points(models: Path, tmp_path: Path) -> None:
     from tests.test_demo_page import CHROMIUM, CHROMIUM_ARGS

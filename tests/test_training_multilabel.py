@@ -212,3 +212,43 @@ def test_show_titles_every_label(marks: Path, tmp_path: Path) -> None:
     assert code == 0, stderr
     assert "16 training images" in stdout
     assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_clean_applies_interprets_multi_label_top_losses(
+    trained: tuple[Path, str], marks: Path, tmp_path: Path
+) -> None:
+    """interpret's multi-label top_losses.csv (labels separated by spaces, a loss per image), with an action column,
+    cleans a copy of the CSV dataset: a delete moves the file and drops its row, new labels replace the row's, the
+    CSV is first copied to labels.csv.orig; a second run changes nothing, and an unknown label is refused."""
+    import shutil
+
+    model, _ = trained
+    code, _, stderr = run_cli("interpret", str(model), str(marks), "--out", str(tmp_path / "interpret"))
+    assert code == 0, stderr
+    top = pd.read_csv(tmp_path / "interpret" / "top_losses.csv", keep_default_na=False)
+    data = Path(shutil.copytree(marks.parent, tmp_path / "data"))
+    table = data / marks.name
+    original = table.read_text()
+    top["action"] = ["delete", "Square disc", "keep", "(none)"] + [""] * (len(top) - 4)
+    decisions = tmp_path / "decisions.csv"
+    top.to_csv(decisions, index=False)
+    code, stdout, stderr = run_cli("clean", str(table), "--decisions", str(decisions))
+    assert code == 0, stderr
+    rows = pd.read_csv(table, keep_default_na=False).set_index("path")
+    assert top["path"][0] not in rows.index
+    assert (data / "_removed" / top["path"][0]).is_file()
+    assert not (data / top["path"][0]).exists()
+    assert rows.loc[top["path"][1], "labels"] == "disc square"
+    assert rows.loc[top["path"][3], "labels"] == ""
+    assert (data / "labels.csv.orig").read_text() == original
+    assert f"relabelled {top['path'][1]}: '{top['actual'][1]}' -> 'disc square'" in stdout
+    after = table.read_text()
+    code, stdout, stderr = run_cli("clean", str(table), "--decisions", str(decisions))
+    assert code == 0, stderr
+    assert table.read_text() == after
+    assert "already done" in stdout
+    top.loc[2, "action"] = "squares"
+    top.to_csv(decisions, index=False)
+    code, _, stderr = run_cli("clean", str(table), "--decisions", str(decisions))
+    assert_clean_error(code, stderr, "unknown action or label(s) squares")
+    assert table.read_text() == after

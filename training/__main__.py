@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> None:
         from training.marks import MARKS, write_marks
 
         started = time.perf_counter()
-        if args.name == "marks":
+        if args.name in ("discs", "spots"):
+            what = write_numeric(args.name, args.dest, args.size)
+        elif args.name == "marks":
             try:
                 table = write_marks(args.dest, n=MARKS_IMAGES, size=args.size or 32)
             except OSError as e:
@@ -123,6 +125,22 @@ def run(args: argparse.Namespace) -> None:
         from training.summary import summarize
 
         print(summarize(args.model))
+
+
+def write_numeric(name: str, dest: Path, size: int | None) -> str:
+    """`data discs` / `data spots`: the bundled regression and key point sets."""
+    from training.discs import VALUES, write_discs
+    from training.spots import POINTS, write_spots
+
+    try:
+        if name == "discs":
+            table = write_discs(dest, n=MARKS_IMAGES, size=size or 32)
+            return f"{MARKS_IMAGES} images with values {', '.join(VALUES)} to {dest} (in {table})"
+        height = size or 32
+        table = write_spots(dest, n=MARKS_IMAGES, width=height * 3 // 2, height=height)
+        return f"{MARKS_IMAGES} images with points {', '.join(POINTS)} to {dest} (in {table})"
+    except OSError as e:
+        raise TrainingError(f"cannot write to {dest}: {e.strerror or e}") from e
 
 
 def import_summary(imported: Any) -> str:

@@ -64,20 +64,32 @@ def ensure_pretrained_weights(arch: str) -> None:
 
 
 def build_learner(
-    dls: Any, arch: str, pretrained: bool, path: Path, loss_func: Any = None, metrics: list[Any] | None = None
+    dls: Any,
+    arch: str,
+    pretrained: bool,
+    path: Path,
+    loss_func: Any = None,
+    metrics: list[Any] | None = None,
+    n_out: int | None = None,
 ) -> Learner:
     """The learner; `loss_func` and `metrics` default to a single-label classifier's (fastai's loss for the data,
-    accuracy and error_rate)."""
+    accuracy and error_rate); `n_out`: the model's outputs (default: the data's `c`, which key points lack)."""
     if arch not in ARCHS:
         raise TrainingError(f"unknown --arch '{arch}'; choose one of: {', '.join(ARCHS)}")
     metrics = [accuracy, error_rate] if metrics is None else metrics
     if arch == "cnn":
         if pretrained:
             raise TrainingError("--arch cnn has no pretrained weights; use --no-pretrained or a resnet")
-        return Learner(dls, small_cnn(dls.c), loss_func=loss_func, metrics=metrics, path=path)
+        return Learner(dls, small_cnn(n_out or dls.c), loss_func=loss_func, metrics=metrics, path=path)
     if pretrained:
         with distributed.rank0_first():  # one download into a shared TORCH_HOME, not one per process
             ensure_pretrained_weights(arch)
     return vision_learner(
-        dls, RESNETS[arch], pretrained=pretrained, loss_func=loss_func, metrics=metrics, path=path
+        dls,
+        RESNETS[arch],
+        pretrained=pretrained,
+        loss_func=loss_func,
+        metrics=metrics,
+        path=path,
+        n_out=n_out,
     )

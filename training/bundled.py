@@ -1,6 +1,6 @@
 """The bundled datasets, written on first use into the data home (LEARNSERVE_DATA_HOME, else ~/.cache/learnserve):
-`digits` (scikit-learn's handwritten digits as class folders) and `marks` (a generated multi-label set, see
-training/marks.py). `train digits` / `train marks` name them; `data NAME DEST` writes them elsewhere.
+`digits` (scikit-learn's handwritten digits as class folders), `marks` (a generated multi-label set, see
+training/marks.py), `discs` (regression, training/discs.py) and `spots` (key points, training/spots.py). `train digits` / `train marks` name them; `data NAME DEST` writes them elsewhere.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def write_digits(dest: Path, size: int = 28) -> int:
 
 
 def resolve_source(data: str) -> Path:
-    """The words `digits` and `marks` mean the bundled sets (written on first use); anything else is a path."""
+    """The words `digits`, `marks`, `discs` and `spots` mean the bundled sets (written on first use); anything else is a path."""
     if data == "digits":
         home = digits_home()
         if not (home / "9").is_dir():
@@ -53,6 +53,13 @@ def resolve_source(data: str) -> Path:
 
         table = data_home("marks") / "labels.csv"
         return table if table.is_file() else write_marks(table.parent)
+    if data in ("discs", "spots"):  # regression and key points (training/discs.py, training/spots.py)
+        from training.discs import write_discs
+        from training.spots import write_spots
+
+        write, csv_name = (write_discs, "values.csv") if data == "discs" else (write_spots, "points.csv")
+        table = data_home(data) / csv_name
+        return table if table.is_file() else write(table.parent)
     path = Path(data).expanduser()
     if not path.exists():
         raise TrainingError(f"DATA path '{data}' does not exist")

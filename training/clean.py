@@ -1,4 +1,5 @@
-"""`clean`: apply keep/delete/relabel decisions to a class-folder dataset, headless and reversible.
+"""`clean`: apply keep/delete/relabel decisions to a class-folder dataset, headless and reversible (a multi-label CSV:
+training/clean_labels.py).
 
 The decisions file is interpret's `top_losses.csv` with an `action` column: `keep`, `delete`, or a class name (any
 case). Deleted files move to DATA/_removed/<class>/, relabelled files to DATA/<new class>/ (with train/ and valid/
@@ -42,6 +43,12 @@ class Report:
 
 
 def clean(data: Path, decisions: Path) -> Report:
+    if data.suffix.lower() == ".csv" and data.is_file():  # multi-label: training/clean_labels.py
+        from training.clean_labels import clean_csv
+
+        if not decisions.is_file():
+            raise TrainingError(f"decisions file '{decisions}' does not exist")
+        return clean_csv(data, decisions)
     root = data.resolve()
     if not root.is_dir():
         raise TrainingError(f"clean works on a folder of class subfolders; '{data}' is not a folder")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 ARCHS = ("cnn", "resnet18", "resnet34", "resnet50")
 RESIZE_METHODS = ("squish", "crop", "pad")
-MONITORS = ("valid_loss", "accuracy", "error_rate", "f1")  # the learner's metrics (f1: multi-label only)
+# the learner's metrics (f1: multi-label only; mae, rmse: regression; distance: key points)
+MONITORS = ("valid_loss", "accuracy", "error_rate", "f1", "mae", "rmse", "distance")
 DEFAULT_EPOCHS = 8
 DEFAULT_NUM_IT = 100  # fastai's lr_find(num_it=100)
 # fastai reads its suggestions from the losses after the first tenth and before the last 5, and `slide` compares
@@ -29,6 +30,8 @@ EPILOG = """examples:
   python -m training train data/digits --out models/digits.pkl      # plots in reports/digits/
   python -m training train marks --out models/marks.pkl             # multi-label, bundled
   python -m training train shapes --out models/shapes.pkl           # segmentation, bundled
+  python -m training train discs --out models/discs.pkl             # regression, bundled
+  python -m training train spots --out models/spots.pkl             # key points, bundled
   torchrun --nproc_per_node 2 -m training train data/digits --out models/digits.pkl
   python -m training lr-find data/digits --plot lr.png --num-it 50
   python -m training interpret models/digits.pkl data/digits        # into reports/digits/
@@ -111,7 +114,17 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         help="a folder with one subfolder per class (or train/ and valid/ folders of them), "
         "a CSV of path,label[,is_valid] rows (path,labels: multi-label, labels separated by spaces), "
         "a segmentation set (DATA/images/, DATA/masks/ of code indices, DATA/codes.txt), "
-        "'digits', 'marks' or 'shapes' (bundled; marks is multi-label, shapes segmentation)",
+        "a CSV of path and numbers (no label column): a regression on every column but path and is_valid, or "
+        "key points when the columns are NAME_x,NAME_y pairs (pixels of the original image, from its top-left); "
+        "'digits', 'marks', 'discs', 'spots' or 'shapes' (bundled; marks: multi-label, discs: regression, spots: "
+        "key points, shapes: segmentation)",
+    )
+    p.add_argument(
+        "--targets",
+        default=None,
+        metavar="NAMES",
+        help="a numeric CSV: the target columns, comma-separated, in order (default: every column but path and "
+        "is_valid); NAME stands for NAME_x,NAME_y when those columns exist",
     )
     p.add_argument(
         "--multi-label",
@@ -251,16 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "name",
-        choices=["digits", "marks", "shapes"],
+        choices=["digits", "marks", "discs", "spots", "shapes"],
         help="digits: scikit-learn's 1,797 handwritten digits; marks: 400 generated multi-label images "
-        "(images/ and labels.csv); shapes: 300 generated segmentation images (images/, masks/, codes.txt)",
+        "(images/ and labels.csv); discs: 400 images of a disc, its radius and brightness to learn (values.csv); "
+        "spots: 400 48x32 images with a red and a blue spot, their centres to learn (points.csv); shapes: 300 "
+        "generated segmentation images (images/, masks/, codes.txt)",
     )
     p.add_argument("dest", type=Path, help="folder to write into")
     p.add_argument(
         "--size",
         type=positive,
         default=None,
-        help="image size: digits upscaled to it (28); marks (32); shapes (64)",
+        help="image size: digits upscaled to it (28); marks and discs (32); spots: its height (32, width 1.5x); "
+        "shapes (64)",
     )
 
     p = sub.add_parser("show", help="save a grid of one batch (after all transforms) with its labels")
@@ -297,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive, default=9, help="how many top losses to show and list (9)")
 
     p = sub.add_parser("clean", help="apply keep/delete/relabel decisions from a CSV (nothing is destroyed)")
-    p.add_argument("data", type=Path, help="the class-folder dataset")
+    p.add_argument(
+        "data",
+        type=Path,
+        help="the class-folder dataset, or a multi-label CSV (path,labels): actions are then keep, delete, or the "
+        "new labels separated by spaces ((none) for none); the CSV is rewritten, first copied to CSV.orig",
+    )
     p.add_argument(
         "--decisions", type=Path, required=True, help="top_losses.csv with an added 'action' column"
     )

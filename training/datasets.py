@@ -48,15 +48,28 @@ class ImageTable:
     ignored_dirs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # CSV rows naming files that do not exist
     multi_label: bool = False  # `label` holds space-separated labels, any number of them
+    target_kind: str | None = None  # regression or key points: numbers per image (training/targets.py)
+    target_columns: list[str] = field(default_factory=list)  # the frame's columns holding them
+    target_names: list[str] = field(default_factory=list)  # the values' or the points' names
+
+    @property
+    def has_classes(self) -> bool:
+        """Single-label: one class per image, which a split can stratify by."""
+        return not self.multi_label and self.target_kind is None
 
     @property
     def classes(self) -> list[str]:
+        if self.target_kind:
+            return list(self.target_names)
         if self.multi_label:
             return sorted({x for text in self.frame["label"] for x in text.split()})
         return sorted(self.frame["label"].unique())
 
     def counts(self) -> dict[str, int]:
-        """Images per class (multi-label: images per label; an image counts once for each of its labels)."""
+        """Images per class (multi-label: images per label; an image counts once for each of its labels; numeric
+        targets: every image has each value or point)."""
+        if self.target_kind:
+            return {name: len(self.frame) for name in self.target_names}
         labels = (
             self.frame["label"].str.split().explode().dropna() if self.multi_label else self.frame["label"]
         )
@@ -64,6 +77,8 @@ class ImageTable:
 
     def report(self) -> str:
         what = "labels (multi-label)" if self.multi_label else "classes"
+        if self.target_kind:
+            what = "values (regression)" if self.target_kind == "regression" else "key points"
         lines = [f"{len(self.frame)} images in {len(self.classes)} {what} from {self.source}"]
         if self.ignored_dirs:
             lines.append(f"ignored folders beside train/ and valid/: {', '.join(self.ignored_dirs)}")
@@ -82,15 +97,23 @@ def shorten(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def load_table(data: str, multi_label: bool = False) -> ImageTable:
+def load_table(data: str, multi_label: bool = False, targets: str | None = None) -> ImageTable:
     """The verified table; `multi_label`: read a CSV's `label` column as space-separated labels (a `labels`
-    column always is)."""
+    column always is). A CSV without either holds numbers (training/targets.py); `targets` picks its columns."""
     source = resolve_source(data)
     from training.segmentation_data import is_segmentation_dir  # it imports this module
 
     if is_segmentation_dir(source):  # else images/ and masks/ would read as two classes
         raise TrainingError(
             f"{data} is a segmentation set (images/ and masks/): only `train` reads it so far"
+        )
+    if source.suffix.lower() == ".csv" and not multi_label and not _has_label_column(source):
+        from training.targets import load_numeric_table
+
+        return load_numeric_table(source, targets)
+    if targets is not None:
+        raise TrainingError(
+            f"--targets picks the numeric columns of a regression or key point CSV; {data} has classes: drop it"
         )
     split_by, ignored_dirs = None, []
     if multi_label and source.suffix.lower() != ".csv":
@@ -149,6 +172,12 @@ def _scan_folder(root: Path, is_valid: bool | None = None) -> tuple[list[Row], i
         if not any(row.label == class_dir.name for row in rows):
             rows.append(Row("", class_dir.name, is_valid))
     return rows, ignored
+
+
+def _has_label_column(path: Path) -> bool:
+    with path.open(newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    return bool({"label", "labels"} & set(header))
 
 
 def _read_csv(path: Path, multi_label: bool) -> tuple[list[Row], bool]:

@@ -88,11 +88,11 @@ def build_manifest(
     multi = table.multi_label
     return Manifest(
         name=opts.out.stem,
-        kind=MULTI_LABEL if multi else SINGLE_LABEL,
+        kind=table.target_kind or (MULTI_LABEL if multi else SINGLE_LABEL),
         threshold=float(prepared.learn.loss_func.thresh)
         if multi
         else None,  # what learn.predict decodes with
-        classes=[str(c) for c in prepared.learn.dls.vocab],
+        classes=table.classes if table.target_kind else [str(c) for c in prepared.learn.dls.vocab],
         arch=opts.arch,
         input_size=opts.input_size,
         preprocessing=Preprocessing(
@@ -140,6 +140,19 @@ def normalization(learn: Learner) -> Normalization | None:
 def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path) -> float:
     """Load the export in a fresh interpreter, in another directory, and predict the validation set there
     (multi-label: accuracy_multi at the learner's threshold)."""
+    got = float(fresh_process_scores(model, prepared, workdir)["accuracy"])
+    n = len(prepared.split.valid_idx)
+    if prepared.table.multi_label:  # accuracy_multi: one decision per image and label
+        n *= len(prepared.learn.dls.vocab)
+    if abs(got - expected) * n > 1 + 1e-6:  # allow one borderline image to flip on float noise
+        raise TrainingError(
+            f"reload check failed: accuracy {got:.4f} in a fresh process vs {expected:.4f} in training"
+        )
+    return got
+
+
+def fresh_process_scores(model: Path, prepared: Prepared, workdir: Path) -> dict[str, float]:
+    """training/verify.py's scores of the export on the validation set, in a fresh interpreter elsewhere."""
     valid_csv = workdir / "valid.csv"
     prepared.valid_frame().to_csv(valid_csv, index=False)
     cmd = [sys.executable, "-m", "training.verify", str(model.resolve()), str(valid_csv)]
@@ -150,12 +163,5 @@ def reload_check(model: Path, prepared: Prepared, expected: float, workdir: Path
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise TrainingError(f"the exported model does not load in a fresh process: {last}")
-    got = float(json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"])
-    n = len(prepared.split.valid_idx)
-    if prepared.table.multi_label:  # accuracy_multi: one decision per image and label
-        n *= len(prepared.learn.dls.vocab)
-    if abs(got - expected) * n > 1 + 1e-6:  # allow one borderline image to flip on float noise
-        raise TrainingError(
-            f"reload check failed: accuracy {got:.4f} in a fresh process vs {expected:.4f} in training"
-        )
-    return got
+    scores: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return scores

@@ -84,11 +84,27 @@ def outputs_of(learn: Any, kind: str) -> list[str]:
     model = learn.model.eval()
     with torch.inference_mode():
         n = int(model(torch.zeros(1, 3, size, size)).reshape(1, -1).shape[1])
+    columns = target_columns(learn)
     if kind == POINTS:
         if n % 2:
             raise NotServable(f"a key point learner whose model gives {n} values, not (x, y) pairs: {SERVED}")
+        pairs = list(zip(columns[::2], columns[1::2], strict=False))
+        if len(pairs) * 2 == n == len(columns) and all(
+            x.endswith("_x") and y == x[:-2] + "_y" for x, y in pairs
+        ):  # read from NAME_x, NAME_y columns (as `train` does)
+            return [x[:-2] for x, _ in pairs]
         return [f"point_{i}" for i in range(1, n // 2 + 1)]
-    return [f"value_{i}" for i in range(1, n + 1)]
+    return columns if len(columns) == n else [f"value_{i}" for i in range(1, n + 1)]
+
+
+def target_columns(learn: Any) -> list[str]:
+    """The columns the targets are read from, when a fastai ColReader reads them (`train` names a regression's
+    values and its key points by them); else none."""
+    getters = learn.dls.valid_ds.tls[1].tfms.fs
+    first: Any = getters[0] if len(getters) else None
+    if type(first).__name__ != "ColReader" or first.pref or first.suff:
+        return []
+    return [str(c) for c in first.cols]
 
 
 def threshold_of(learn: Any) -> float | None:

@@ -19,7 +19,7 @@ from training.datasets import ImageTable, load_table, shorten
 from training.errors import TrainingError, warn
 from training.gradcam import WHY, plot_why
 from training.loading import load_verified, read_model_manifest
-from training.manifest import Manifest
+from training.manifest import POINTS, REGRESSION, Manifest
 from training.multilabel_reports import interpret_multi
 from training.plots import plot_image_grid, save_current_figure
 from training.progress import quiet
@@ -82,6 +82,11 @@ def interpret(model: Path, data: str, out: Path, k: int = 9) -> list[tuple[str, 
 def interpret_with(
     learn: Learner, manifest: Manifest, model: Path, data: str, out: Path, k: int
 ) -> list[tuple[str, str, int]] | list[str]:
+    if manifest.kind in (REGRESSION, POINTS):
+        raise TrainingError(
+            f"interpret reads a classifier's confusions, and {model.name} is a {manifest.kind}: train wrote its "
+            "figures (metrics.txt) and scatter.png or points.png into its reports folder"
+        )
     table = load_table(data, manifest.multi_label)
     warn_if_changed(manifest, table, data)
     frame = rebuild_validation(manifest, table, model, data)

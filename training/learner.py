@@ -43,6 +43,7 @@ class ModelOptions:
     augment: bool = False
     multi_label: bool = False  # --multi-label: a CSV `label` column holds space-separated labels
     threshold: float | None = None  # multi-label: a label is given over it (None: 0.5)
+    targets: str | None = None  # a numeric CSV: its target columns, comma-separated (None: all but path)
 
     @property
     def input_size(self) -> int:
@@ -85,7 +86,7 @@ def load_data(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Data:
         )
     set_seed(opts.seed, reproducible=True)
     with distributed.rank0_first():  # rank 0 writes the bundled data if it is missing, the others wait
-        table = load_table(opts.data, opts.multi_label)
+        table = load_table(opts.data, opts.multi_label, opts.targets)
     if opts.threshold is not None and not table.multi_label:
         raise TrainingError(
             f"--threshold decides which labels a multi-label model gives, and {table.source} is single-label "
@@ -98,6 +99,13 @@ def load_data(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Data:
     missing = unvalidated_classes(table, split)
     if missing:
         warn(f"no validation images for class(es) {shorten(missing)}: their accuracy is not measured")
+    if table.target_kind:  # regression or key points: training/regression.py
+        from training.regression import target_block
+
+        tfms = batch_transforms(opts.augment)
+        block = target_block(table, split.valid_idx, opts.input_size, opts.resize_method, tfms)
+        dls = block.dataloaders(table.frame, bs=bs or opts.bs, num_workers=0, path=workdir)
+        return Data(table, split, dls)
     block = DataBlock(
         blocks=(ImageBlock, MultiCategoryBlock if table.multi_label else CategoryBlock),
         get_x=ColReader("path"),  # fastai built-ins only: the pickle must load without this package
@@ -124,5 +132,13 @@ def prepare(opts: ModelOptions, workdir: Path, bs: int | None = None) -> Prepare
     """The data and the learner around it (working files go to `workdir`)."""
     data = load_data(opts, workdir, bs)
     loss, metrics = loss_and_metrics(opts.decision_threshold) if data.table.multi_label else (None, None)
-    learn = build_learner(data.dls, opts.arch, opts.pretrained, workdir, loss, metrics)
+    n_out = None
+    if data.table.target_kind:
+        from training import regression
+
+        loss, metrics = regression.loss_and_metrics(data.table.target_kind, opts.input_size)
+        n_out = len(data.table.target_columns)
+    learn = build_learner(data.dls, opts.arch, opts.pretrained, workdir, loss, metrics, n_out)
+    if data.table.target_kind:
+        regression.append_range(learn, regression.output_range(data.table, data.split.train_idx))
     return Prepared(data.table, data.split, data.dls, learn)

@@ -61,12 +61,14 @@ def make_split(table: ImageTable, valid_pct: float | None, seed: int, stratify: 
     refused), else a random share, stratified by class unless `stratify` is False."""
     if table.split_by is None:
         pct = DEFAULT_VALID_PCT if valid_pct is None else valid_pct
-        if table.multi_label and stratify:
+        if not table.has_classes and stratify:
+            many = "multi-label images have several labels each (or none)"
+            why = many if table.multi_label else f"{table.target_kind} targets are numbers"
             raise TrainingError(
-                "--stratify holds out the same share of every class, and multi-label images have several "
-                "labels each (or none): there is no class to stratify by; drop --stratify (the split is random)"
+                f"--stratify holds out the same share of every class, and {why}: there is no class to stratify "
+                "by; drop --stratify (the split is random)"
             )
-        kind = "random" if stratify is False or table.multi_label else "stratified"
+        kind = "random" if stratify is False or not table.has_classes else "stratified"
         return Split(kind, *random_split(kind, table, pct, seed), valid_pct=pct)
     given = [
         name

@@ -10,7 +10,7 @@ import torch
 from fastai.callback.hook import module_summary
 
 from training.loading import load_verified
-from training.manifest import Manifest
+from training.manifest import POINTS, REGRESSION, Manifest
 
 
 def describe(m: Manifest) -> str:
@@ -19,6 +19,8 @@ def describe(m: Manifest) -> str:
     made = "imported" if m.source == "imported" else "trained"
     what = f"multi-label, {len(m.classes)} labels, threshold {m.threshold:g}" if m.multi_label else (
         f"{len(m.classes)} classes")  # fmt: skip
+    if m.kind in (REGRESSION, POINTS):
+        what = f"{m.kind}: {', '.join(m.classes)}"
     lines = [f"{m.name}: {m.arch}, {what}, {m.input_size} px, {made} {m.created_at:%Y-%m-%d %H:%M} UTC"]
     if d is not None and m.source == "imported":
         lines.append(f"validated on {d.valid_size} images from {d.source}")
@@ -30,7 +32,10 @@ def describe(m: Manifest) -> str:
         lines.append("not validated (import it again with --data to measure its accuracy)")
     else:
         which = "accuracy" if m.source == "imported" else f"{kept}: accuracy"
-        if m.multi_label:
+        if x.accuracy is None:  # regression, key points: training/regression.py
+            unit = "mean distance (px of the input)" if m.kind == POINTS else "MAE"
+            which = which.replace("accuracy", unit) + f" {x.mae if x.mae is not None else float('nan'):.4f}"
+        elif m.multi_label:
             which += f"_multi {x.accuracy:.4f}, macro F1 {x.f1 or 0:.4f}"
         else:
             which += f" {x.accuracy:.4f}, error_rate {x.error_rate:.4f}"

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastai.callback.core import CancelFitException
 from fastai.callback.tracker import TrackerCallback
 from torch import nn
+
+LOWER_IS_BETTER = ("mae", "rmse", "distance")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -26,8 +29,10 @@ class BestEpoch(TrackerCallback):  # type: ignore[misc]  # fastai is untyped
     order = TrackerCallback.order  # after the Recorder (order 50) has the epoch's values
 
     def __init__(self, monitor: str = "valid_loss", patience: int | None = None) -> None:
-        # fastai picks the direction from the name: lower is better for losses and error rates, higher for the rest.
-        super().__init__(monitor=monitor, reset_on_fit=False)  # one best across fits
+        # fastai picks the direction from the name: lower is better for losses and error rates, higher for the rest;
+        # errors named otherwise (a regression's mae and rmse, key points' distance) are said to be lower-better.
+        comp = np.less if monitor in LOWER_IS_BETTER else None
+        super().__init__(monitor=monitor, comp=comp, reset_on_fit=False)  # one best across fits
         self.patience = patience
         self.epochs_done = 0
         self.kept: int | None = (

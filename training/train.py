@@ -14,13 +14,13 @@ from typing import Any
 
 from fastai.learner import Learner
 
-from training import distributed
+from training import distributed, numeric_train
 from training.cli import DEFAULT_NUM_IT
 from training.errors import TrainingError, warn
 from training.export import export, reload_check
 from training.learner import Data, ModelOptions, Prepared, check_batch_size, prepare
 from training.lr_find import USED, find_lr
-from training.manifest import SEGMENTATION, Manifest, Metrics
+from training.manifest import POINTS, REGRESSION, SEGMENTATION, Manifest, Metrics
 from training.multilabel import chance_warning, scores
 from training.multilabel_reports import write_label_reports
 from training.progress import console, quiet
@@ -70,6 +70,9 @@ class Outcome:
             from training.segmentation_reports import figures_line
 
             return f"{kept}: {figures_line(x)}, valid_loss {x.valid_loss:.4f}; {seconds}"
+        if m.kind in (REGRESSION, POINTS):
+            what = "mean distance" if m.kind == POINTS else "MAE"
+            return f"{kept}: {what} {x.mae:.4f}, valid_loss {x.valid_loss:.4f}; {seconds}"
         if m.multi_label:
             figures = f"accuracy_multi {x.accuracy:.4f}, macro F1 {x.f1:.4f} at threshold {m.threshold:g}"
             return f"{kept}: {figures}, valid_loss {x.valid_loss:.4f}; {seconds}"
@@ -183,7 +186,7 @@ def validate(learn: Learner, multi_label: bool = False) -> Metrics:
 def check_monitor(opts: TrainOptions, prepared: Prepared) -> None:
     names = ["valid_loss", *(m.name for m in prepared.learn.metrics)]
     if opts.monitor not in names:
-        kind = "multi-label" if prepared.table.multi_label else "single-label"
+        kind = prepared.table.target_kind or ("multi-label" if prepared.table.multi_label else "single-label")
         raise TrainingError(
             f"--monitor {opts.monitor} is not measured for {kind} data; choose one of: {', '.join(names)}"
         )
@@ -245,21 +248,32 @@ def run(opts: TrainOptions) -> Outcome | None:
         lr, lr_find_seconds = resolve_lr(opts, prepared, opts.reports_dir)
         started = time.perf_counter()
         history, best = fit(learn, opts, lr)
-        metrics = validate(learn, prepared.table.multi_label)
+        # regression or key points: their figures, reports and reload check are training/numeric_train.py's
+        numeric = prepared.table.target_kind is not None
+        if numeric:
+            metrics, figures = numeric_train.validate(prepared, opts.input_size)
+        else:
+            metrics = validate(learn, prepared.table.multi_label)
         train_seconds = time.perf_counter() - started
         if not distributed.is_main():
             return None
         if metrics.accuracy is not None:  # a classifier's (other kinds measure errors, not a share right)
             warn_if_chance(prepared, metrics.accuracy)
+        if numeric:
+            numeric_train.before_export(learn, figures)
         manifest = export(opts, prepared, metrics, lr, (train_seconds, lr_find_seconds), best)
         reports = write_reports(history, opts.reports_dir, best.kept)
         if prepared.table.multi_label:
             reports += write_label_reports(learn, opts.reports_dir)
+        if numeric:
+            reports += numeric_train.reports(prepared, figures, opts.reports_dir)
         if lr_find_seconds is not None:
             reports.append(opts.reports_dir / "lr_find.png")
         if opts.verify and metrics.accuracy is not None:
             got = reload_check(opts.out, prepared, metrics.accuracy, workdir)
             print(f"reload check: a fresh process predicts the validation set at accuracy {got:.4f}")
+        if opts.verify and numeric:
+            numeric_train.reload_check(opts.out, prepared, figures, workdir)
         if opts.onnx:
             from training.onnx_export import export_onnx
 

@@ -46,6 +46,7 @@ ERRORS: dict[str, tuple[int, dict[str, str] | None]] = {
     "corrupt_image": (422, None),
     "unreadable": (422, None),
     "validation_error": (422, None),
+    "top_k_not_applicable": (422, None),
     "overloaded": (503, {"Retry-After": "1"}),
     "not_ready": (503, {"Retry-After": "1"}),
 }

@@ -233,7 +233,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "file or request too large, too many pixels, too many files, or more memory at once than the "
         "server's budget (code over_memory_budget)",
         415: "not a JPEG, PNG, WebP, GIF or BMP image, or a request Content-Type that carries none",
-        422: "empty, truncated or corrupt image, or a missing/misnamed field",
+        422: "empty, truncated or corrupt image, a missing/misnamed field, or top_k for a model that is not a "
+        "classifier (code top_k_not_applicable)",
         503: "overloaded: too many images waiting or the memory budget full (see Retry-After); or not ready",
     }
     return {s: {"model": ErrorResponse, "description": described[s]} for s in statuses}

@@ -114,10 +114,11 @@
     $("model-device").textContent = (body.runtime && body.runtime.device) || "–";
     document.title = `${model.name || "model"} · learnserve`;
     multiLabel = model.kind === "multi-label classifier" ? { threshold: Number(model.threshold ?? 0.5) } : null;
-    topK = multiLabel ? Math.max(1, classes.length) : Math.max(1, Math.min(5, classes.length || 5));
     $("threshold-row").hidden = !multiLabel;
     // Only classifiers are explained (a regression's or key points' answer has no class to look for).
     const classifier = !model.kind || model.kind.endsWith("classifier");
+    // top_k cuts a classifier's classes; the server refuses it for other kinds (top_k_not_applicable).
+    topK = !classifier ? null : multiLabel ? Math.max(1, classes.length) : Math.max(1, Math.min(5, classes.length || 5));
     $("why").parentElement.hidden = !classifier;
     if (!classifier) $("why").checked = false;
     if (multiLabel) setThreshold(multiLabel.threshold);
@@ -347,7 +348,7 @@
     const started = performance.now();
     let response, body;
     try {
-      ({ response, body } = await call(`${modelPath("/predict")}?top_k=${topK}`, { method: "POST", body: form }));
+      ({ response, body } = await call(modelPath("/predict") + (topK ? `?top_k=${topK}` : ""), { method: "POST", body: form }));
     } catch (error) {
       setStatus(`Could not reach the server: ${error.message}`, true);
       return;

@@ -31,7 +31,12 @@ router = APIRouter(tags=["predict"])
 
 TopK = Annotated[
     int | None,
-    Query(ge=1, le=1000, description="how many classes to list in `top` (default: the server's TOP_K)"),
+    Query(
+        ge=1,
+        le=1000,
+        description="classifiers only: how many classes to list in `top` (default: the server's TOP_K); a "
+        "regression or key point model answers 422 top_k_not_applicable",
+    ),
 ]
 Threshold = Annotated[
     float | None,
@@ -105,6 +110,13 @@ class ThresholdUnsupported(CoreError):
     code = "bad_request"
 
 
+class TopKNotApplicable(CoreError):
+    """`top_k` lists a classifier's most likely classes; a regression answers every value and key points every
+    point, so an explicit `top_k` would be ignored: refused rather than silently dropped."""
+
+    code = "top_k_not_applicable"
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """How one request reads a model's answers: its kind, its output names, how many classes to list, and
@@ -118,6 +130,11 @@ class Reading:
     @classmethod
     def of(cls, unit: ModelUnit, settings: Settings, top_k: int | None, threshold: float | None) -> Reading:
         manifest = unit.manifest
+        if top_k is not None and not manifest.classifier:
+            raise TopKNotApplicable(
+                f"top_k lists a classifier's most likely classes, and {unit.name} is a {manifest.kind}: its "
+                "answer is not a list of classes to cut; drop top_k"
+            )
         if not manifest.multi_label:
             if threshold is not None:
                 raise ThresholdUnsupported(
