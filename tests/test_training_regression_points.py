@@ -226,48 +226,16 @@ def test_targets_pick_columns_and_unknown_ones_are_refused(discs: Path, spots: P
     assert_clean_error(
         code, stderr, "has no column 'size' (nor 'size_x' and 'size_y'); its columns are radius, brightness"
     )
-    code, _stdout, stderr = run_cli(
-        "train",
-        str(discs),
-        "--targets",
-        "brightness",
-        "--out",
-        str(out),
-        "--size",
-        "16",
-        "--untrained",
-        "--no-verify",
-    )
-    assert code == 0, stderr
-    assert (manifest(out)["kind"], manifest(out)["classes"]) == (REGRESSION, ["brightness"])
-    code, _, stderr = run_cli(
-        "train",
-        str(spots),
-        "--targets",
-        "blue",
-        "--out",
-        str(out),
-        "--size",
-        "16",
-        "--untrained",
-        "--no-verify",
-    )
-    assert code == 0, stderr
-    assert (manifest(out)["kind"], manifest(out)["classes"]) == (POINTS, ["blue"])
-    code, _, stderr = run_cli(
-        "train",
-        str(spots),
-        "--targets",
-        "red_x,blue_y",
-        "--out",
-        str(out),
-        "--size",
-        "16",
-        "--untrained",
-        "--no-verify",
-    )  # not a pair: two values
-    assert code == 0, stderr
-    assert (manifest(out)["kind"], manifest(out)["classes"]) == (REGRESSION, ["red_x", "blue_y"])
+    picks = [
+        (discs, "brightness", REGRESSION, ["brightness"]),
+        (spots, "blue", POINTS, ["blue"]),
+        (spots, "red_x,blue_y", REGRESSION, ["red_x", "blue_y"]),  # not a pair: two values
+    ]
+    for data, targets, kind, names in picks:
+        code, _, stderr = run_cli("train", str(data), "--targets", targets, "--out", str(out), "--size", "16",
+                                  "--untrained", "--no-verify")  # fmt: skip
+        assert code == 0, stderr
+        assert (manifest(out)["kind"], manifest(out)["classes"]) == (kind, names)
     code, _, stderr = run_cli("train", str(discs), "--out", str(out), "--stratify", "--untrained")
     assert_clean_error(code, stderr, "regression targets are numbers: there is no class to stratify by")
 

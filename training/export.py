@@ -11,7 +11,7 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastai.learner import Learner
 
@@ -74,17 +74,8 @@ def build_manifest(
     best: BestEpoch,
 ) -> Manifest:
     table = prepared.table
-    sha256 = sha256_file(opts.out)
-    model = prepared.learn.model
-    hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    hyper.update(  # the values used, where the options left them to a default or to the data
-        lr=lr,
-        size=opts.input_size,
-        valid_pct=prepared.split.valid_pct,
-        reports=str(opts.reports_dir),
-        stratify=prepared.split.kind == "stratified",  # done, not asked (None): as dataset.split says
-        num_it=(opts.num_it or DEFAULT_NUM_IT) if opts.lr == "find" else None,  # the finder's, when it ran
-    )
+    hyper = hyperparameters(opts, lr, opts.input_size, prepared)
+    hyper["stratify"] = prepared.split.kind == "stratified"  # done, not asked (None): as dataset.split says
     multi = table.multi_label
     return Manifest(
         name=opts.out.stem,
@@ -115,19 +106,36 @@ def build_manifest(
             split=prepared.split.kind,
         ),
         hyperparameters=hyper,
-        versions=library_versions(VERSIONED),
-        sha256=sha256,
-        export_id=sha256[:12],
-        model=ModelInfo(
+        **run_fields(opts.out, prepared.learn.model, seconds, best),
+    )
+
+
+def hyperparameters(opts: TrainOptions, lr: float, size: int, prepared: Prepared) -> dict[str, Any]:
+    """The options as given, with the values used where they left them to a default or to the data."""
+    hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    hyper.update(lr=lr, size=size, valid_pct=prepared.split.valid_pct, reports=str(opts.reports_dir),
+                 num_it=(opts.num_it or DEFAULT_NUM_IT) if opts.lr == "find" else None)  # fmt: skip
+    return hyper
+
+
+def run_fields(out: Path, model: Any, seconds: tuple[float, float | None], best: BestEpoch) -> dict[str, Any]:
+    """What every trained manifest records of its run: the versions, the .pkl's identity, the model's class and
+    size, when, how long (the fit; the lr finder), how many processes, and the epochs."""
+    sha256 = sha256_file(out)
+    return {
+        "versions": library_versions(VERSIONED),
+        "sha256": sha256,
+        "export_id": sha256[:12],
+        "model": ModelInfo(
             class_name=type(model).__name__, parameters=sum(p.numel() for p in model.parameters())
         ),
-        created_at=datetime.now(UTC),
-        train_seconds=round(seconds[0], 2),
-        lr_find_seconds=None if seconds[1] is None else round(seconds[1], 2),
-        world_size=distributed.world_size(),
-        epochs_run=best.epochs_done,
-        best_epoch=best.kept,
-    )
+        "created_at": datetime.now(UTC),
+        "train_seconds": round(seconds[0], 2),
+        "lr_find_seconds": None if seconds[1] is None else round(seconds[1], 2),
+        "world_size": distributed.world_size(),
+        "epochs_run": best.epochs_done,
+        "best_epoch": best.kept,
+    }
 
 
 def normalization(learn: Learner) -> Normalization | None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +28,7 @@ from training.manifest import (
     DatasetInfo,
     Manifest,
     Metrics,
-    ModelInfo,
     Preprocessing,
-    library_versions,
-    sha256_file,
     write_manifest,
 )
 from training.progress import quiet
@@ -198,14 +193,8 @@ def measure(learn: Any, codes: list[str], keep: int) -> tuple[Metrics, torch.Ten
 
 def build_manifest(opts: TrainOptions, table: MaskTable, prepared: Prepared, size: int, metrics: Metrics,
                    lr: float, seconds: tuple[float, float | None], best: Any) -> Manifest:  # fmt: skip
-    from training.cli import DEFAULT_NUM_IT
-    from training.export import VERSIONED, normalization
+    from training.export import hyperparameters, normalization, run_fields
 
-    sha256 = sha256_file(opts.out)
-    model = prepared.learn.model
-    hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    hyper.update(lr=lr, size=size, valid_pct=prepared.split.valid_pct, reports=str(opts.reports_dir),
-                 num_it=(opts.num_it or DEFAULT_NUM_IT) if opts.lr == "find" else None)  # fmt: skip
     return Manifest(
         name=opts.out.stem,
         kind=SEGMENTATION,
@@ -226,18 +215,8 @@ def build_manifest(opts: TrainOptions, table: MaskTable, prepared: Prepared, siz
             valid_size=len(prepared.split.valid_idx),
             split=prepared.split.kind,
         ),
-        hyperparameters=hyper,
-        versions=library_versions(VERSIONED),
-        sha256=sha256,
-        export_id=sha256[:12],
-        model=ModelInfo(
-            class_name=type(model).__name__, parameters=sum(p.numel() for p in model.parameters())
-        ),
-        created_at=datetime.now(UTC),
-        train_seconds=round(seconds[0], 2),
-        lr_find_seconds=None if seconds[1] is None else round(seconds[1], 2),
-        epochs_run=best.epochs_done,
-        best_epoch=best.kept,
+        hyperparameters=hyperparameters(opts, lr, size, prepared),
+        **run_fields(opts.out, prepared.learn.model, seconds, best),
     )
 
 

@@ -50,20 +50,20 @@ class ExplainFields(BaseModel):
     explained_with: str = Field(description="which model file computed the map (the .pkl, also for ONNX)")
 
 
+EXPLAINED_EXAMPLE: dict[str, Any] = {
+    "target": "7",
+    "map": {"width": 2, "height": 2, "values": [[0.0, 0.41], [0.12, 1.0]]},
+    "overlay": "data:image/png;base64,iVBORw0KGgo...",
+    "explained_with": "digits.pkl",
+}
+
+
 class SingleLabelExplained(SingleLabelAnswer, ExplainFields):
     model_config = {
         "json_schema_extra": {
             "examples": [
-                {
-                    "kind": "single-label classifier",
-                    "label": "7",
-                    "probability": 0.993,
-                    "top": [{"label": "7", "probability": 0.993}, {"label": "1", "probability": 0.004}],
-                    "target": "7",
-                    "map": {"width": 2, "height": 2, "values": [[0.0, 0.41], [0.12, 1.0]]},
-                    "overlay": "data:image/png;base64,iVBORw0KGgo...",
-                    "explained_with": "digits.pkl",
-                }
+                {**example, **EXPLAINED_EXAMPLE}
+                for example in SingleLabelAnswer.model_json_schema()["examples"]
             ]
         }
     }
