@@ -135,8 +135,12 @@ def validate(learn: Any, rows_csv: str) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from training.import_facts import threshold_of
+    from training.import_facts import learner_kind, threshold_of
+    from training.manifest import SEGMENTATION
 
+    if learner_kind(learn) == SEGMENTATION:
+        return {"error": "measuring a segmentation learner (pixel accuracy) is not supported yet: import it without "
+                "--data"}  # fmt: skip
     frame = pd.read_csv(rows_csv, dtype=str, keep_default_na=False)
     vocab = [str(c) for c in learn.dls.vocab]
     thresh = threshold_of(learn)
