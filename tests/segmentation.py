@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,9 +67,9 @@ def write_scenes(root: Path, n: int = 48, seed: int = 0) -> Path:
     return root
 
 
-def train_segmenter(data: Path, out: Path, method: str = "squish", epochs: int = 8) -> Path:
-    """A learner resizing with `method` to 32 px, fitted and exported with learn.export() (its label function is a
-    local lambda, as in a notebook: only training needs it)."""
+def train_segmenter(data: Path, out: Path, method: str = "squish", epochs: int = 20) -> Any:
+    """A learner resizing with `method` to 32 px, fitted and exported with learn.export() to `out` (its label
+    function is a local lambda, as in a notebook: only training needs it). Returns the learner."""
     from fastai.losses import CrossEntropyLossFlat
     from fastai.torch_core import set_seed
     from fastai.vision.all import (
@@ -100,7 +101,16 @@ def train_segmenter(data: Path, out: Path, method: str = "squish", epochs: int =
         learn.fit_one_cycle(epochs, 1e-2)
     out.parent.mkdir(parents=True, exist_ok=True)
     learn.export(out)
-    return out
+    return learn
+
+
+def with_resize(learn: Any, method: str) -> None:
+    """The same learner resizing with another method: its model is fully convolutional, so it segments whatever
+    the resize does (one fit serves the three methods)."""
+    for loader in (learn.dls.train, learn.dls.valid):
+        for tfm in loader.after_item.fs:
+            if type(tfm).__name__ == "Resize":
+                tfm.method = method
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +118,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """method -> a notebook-style export of the tiny segmenter that resizes with it (squish, crop, pad)."""
     data = write_scenes(tmp_path_factory.mktemp("scenes"))
     out = tmp_path_factory.mktemp("exports")
-    return {
-        method: train_segmenter(data, out / f"{method}.pkl", method) for method in ("squish", "crop", "pad")
-    }
+    learn = train_segmenter(data, out / "squish.pkl")
+    for method in ("crop", "pad"):
+        with_resize(learn, method)
+        learn.export(out / f"{method}.pkl")
+    return {method: out / f"{method}.pkl" for method in ("squish", "crop", "pad")}

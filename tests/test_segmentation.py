@@ -4,12 +4,21 @@ input size and mapped back to the uploaded image's size through the learner's re
 
 from __future__ import annotations
 
+import base64
+import io
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
+from app.core.masks import ANSWER_BYTES_PER_PIXEL, LEGEND_ROW, PALETTE, ids_of, to_image
 from tests.conftest import run_cli
-from tests.segmentation import CODES, exports  # noqa: F401  (a session fixture)
+from tests.live_server import LiveServer, live_server
+from tests.segmentation import CODES, exports, png, scene  # noqa: F401  (exports: a session fixture)
 from training.manifest import SEGMENTATION, read_manifest
 
 
@@ -48,3 +57,165 @@ def test_a_mask_target_with_a_loss_over_another_axis_is_refused(
     assert code != 0
     assert "a mask target (MaskBlock) with the loss CrossEntropyLossFlat over axis -1" in stderr
     assert "CrossEntropyLossFlat(axis=1)" in stderr
+
+
+@pytest.fixture(scope="module", params=["fastai"])
+def server(
+    request: pytest.FixtureRequest, models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    with live_server(models, log, BACKEND=request.param) as live:
+        yield live
+
+
+def post(server: LiveServer, model: str, data: bytes, query: str = "", **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.base}/models/{model}/predict{query}",
+        content=data,
+        headers={"Content-Type": "image/png", **headers},
+    )
+
+
+def mask_of(body: dict[str, Any]) -> np.ndarray:
+    return ids_of(base64.b64decode(body["mask"]))
+
+
+def test_the_mask_is_learn_predicts_at_the_input_size_exactly(server: LiveServer, models: Path) -> None:
+    """32x32 uploads (the model's input size, so no mapping): every pixel is learn.predict's decoded TensorMask."""
+    from fastai.learner import load_learner
+
+    rng = np.random.default_rng(7)
+    for method in ("squish", "crop", "pad"):
+        learn = load_learner(models / f"seg_{method}.pkl")
+        accuracy = []
+        for _ in range(4):
+            image, truth = scene(rng)
+            r = post(server, f"seg_{method}", png(image))
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["kind"], body["codes"], body["width"], body["height"]) == (
+                SEGMENTATION,
+                CODES,
+                32,
+                32,
+            )
+            with learn.no_bar():
+                expected = learn.predict(png(image))[0].numpy()
+            served = mask_of(body)
+            assert served.dtype == np.uint8
+            assert np.array_equal(served, expected), (method, int((served != expected).sum()))
+            shares = np.bincount(served.ravel(), minlength=3) / served.size
+            assert [body["shares"][c] for c in CODES] == pytest.approx(shares.tolist())
+            accuracy.append((served == truth).mean())
+        assert np.mean(accuracy) > 0.9, accuracy  # it learnt the shapes: the parity is not a trivial one
+
+
+@pytest.mark.parametrize("method", ["squish", "crop", "pad"])
+def test_a_non_square_upload_gets_its_own_sized_mask(server: LiveServer, models: Path, method: str) -> None:
+    """A 60 x 40 upload: the mask is 60 x 40, equal to learn.predict's mapped back through the resize, and the
+    square and the disc land where they are in the upload (within the part a crop lets the model see)."""
+    from fastai.learner import load_learner
+
+    learn = load_learner(models / f"seg_{method}.pkl")
+    image, truth = scene(np.random.default_rng(3), 60, 40, square=(14, 10, 12), disc=(40, 22, 7))
+    r = post(server, f"seg_{method}", png(image))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    served = mask_of(body)
+    assert served.shape == (40, 60)
+    assert (body["width"], body["height"]) == (60, 40)
+    with learn.no_bar():
+        predicted = learn.predict(png(image))[0].numpy().astype(np.uint8)
+    assert np.array_equal(served, to_image(predicted, method, 32, 32, 60, 40))
+    assert served[16, 20] == 1  # the square's centre
+    assert served[22, 40] == 2  # the disc's centre
+    seen = slice(10, 50) if method == "crop" else slice(0, 60)  # crop: the centred 40 x 40 square
+    assert (served[:, seen] == truth[:, seen]).mean() > 0.85
+
+
+def test_png_answers_and_the_overlay(server: LiveServer) -> None:
+    image, _ = scene(np.random.default_rng(5), 50, 30)
+    data = png(image)
+    body = post(server, "seg_pad", data).json()
+    r = post(server, "seg_pad", data, Accept="image/png")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    assert r.headers["x-model-name"] == "seg_pad"
+    assert np.array_equal(ids_of(r.content), mask_of(body))
+    with Image.open(io.BytesIO(r.content)) as mask:
+        assert (mask.mode, mask.size) == ("L", (50, 30))
+
+    r = post(server, "seg_pad", data, "?overlay=true")
+    assert r.status_code == 200, r.text
+    drawn = r.json()
+    assert drawn["legend"] == {"background": "#000000", "square": "#e6194b", "disc": "#3cb44b"}
+    assert np.array_equal(mask_of(drawn), mask_of(body))
+    r = post(server, "seg_pad", data, "?overlay=true", Accept="image/png")
+    assert r.content == base64.b64decode(drawn["overlay"])
+    with Image.open(io.BytesIO(r.content)) as overlay:
+        assert overlay.size == (120, 30 + LEGEND_ROW * 3 + 4)  # at least 120 wide, for the legend's names
+        pixels = np.asarray(overlay.convert("RGB"))
+    ids = mask_of(body)
+    y, x = np.argwhere(ids == 1)[0]
+    colour = PALETTE[1].astype(int)
+    assert (
+        np.abs(pixels[y, x].astype(int) - (np.asarray(image)[y, x].astype(int) + colour + 1) // 2).max() <= 1
+    )
+
+
+def test_batches_top_k_and_threshold(server: LiveServer) -> None:
+    rng = np.random.default_rng(6)
+    files = [("files", (f"s{i}.png", png(scene(rng, 32 + 8 * i, 32)[0]), "image/png")) for i in range(3)]
+    r = httpx.post(f"{server.base}/models/seg_squish/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [(x["filename"], x["kind"], x["width"]) for x in results] == [
+        ("s0.png", SEGMENTATION, 32), ("s1.png", SEGMENTATION, 40), ("s2.png", SEGMENTATION, 48),
+    ]  # fmt: skip
+    data = png(scene(rng)[0])
+    assert post(server, "seg_squish", data, "?top_k=1").status_code == 200  # classifiers only: ignored
+    r = post(server, "seg_squish", data, "?threshold=0.5")
+    assert r.status_code == 400
+    assert r.json()["detail"] == "threshold applies to multi-label models; seg_squish is a segmentation"
+
+
+def test_the_mapping_inverts_each_resize() -> None:
+    """A mask with one marked input pixel at (24, 8) over a 64 x 32 image: where the resize put that image pixel."""
+    ids = np.zeros((32, 32), np.uint8)
+    ids[8, 24] = 1
+    cases = {  # method -> the image pixels (x range, y range) that came from input pixel (24, 8)
+        "squish": ((48, 50), (8, 9)),  # x stretched by 2
+        "crop": ((40, 41), (8, 9)),  # the centred 32 x 32 square, from x = 16
+        "pad": ((48, 50), (0, 2)),  # padded to 64 x 64 (16 rows above), then halved
+    }
+    for method, ((x0, x1), (y0, y1)) in cases.items():
+        full = to_image(ids, method, 32, 32, 64, 32)
+        assert full.shape == (32, 64)
+        assert full.dtype == np.uint8
+        marked = np.argwhere(full == 1)
+        assert (marked[:, 1].min(), marked[:, 1].max() + 1, marked[:, 0].min(), marked[:, 0].max() + 1) == (
+            x0, x1, y0, y1,
+        ), method  # fmt: skip
+    edge = np.zeros((32, 32), np.uint8)
+    edge[:, 0] = 2
+    assert (
+        to_image(edge, "crop", 32, 32, 64, 32)[:, :17] == 2
+    ).all()  # left of the crop: the nearest seen code
+
+
+def test_a_large_uploads_mask_counts_in_the_memory_budget(models: Path, tmp_path: Path) -> None:
+    """A 3000 x 3000 upload decodes in 36 MB, but its mask, PNG and answer need 6 bytes a pixel more: beyond a 48 MiB
+    budget, it is refused (413) before it is decoded; a 1500 x 1500 one is answered."""
+    big = png(Image.new("RGB", (3000, 3000), (20, 20, 20)))
+    settings = {"MAX_INFLIGHT_BYTES": str(48 * 2**20), "MAX_REQUEST_BYTES": str(2**20),
+                "MAX_UPLOAD_BYTES": str(2**20)}  # fmt: skip
+    with live_server(models / "seg_squish.pkl", tmp_path / "server.log", **settings) as live:
+        r = post(live, "seg_squish", big)
+        assert r.status_code == 413, r.text
+        assert r.json()["code"] == "over_memory_budget"
+        needed = float(r.json()["detail"].split(" needs ")[1].split(" MiB")[0])
+        assert needed > ANSWER_BYTES_PER_PIXEL * 3000 * 3000 / 2**20 + 30  # the mask and the decoding (34 MiB)
+        r = post(live, "seg_squish", png(Image.new("RGB", (1500, 1500), (20, 20, 20))))
+        assert r.status_code == 200, r.text
+        assert (r.json()["width"], r.json()["height"]) == (1500, 1500)
+        assert r.json()["shares"]["background"] == 1.0

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.core.prediction import ItemError, Outcome, Points, Values
-from training.manifest import MULTI_LABEL, POINTS, REGRESSION, SINGLE_LABEL
+from app.core.prediction import ItemError, Mask, Outcome, Points, Values
+from training.manifest import MULTI_LABEL, POINTS, REGRESSION, SEGMENTATION, SINGLE_LABEL
 
 Row = dict[str, Any]
 
@@ -28,6 +28,10 @@ def columns(top_k: int, kind: str = SINGLE_LABEL, names: Sequence[str] = ()) -> 
         middle = list(names)
     elif kind == POINTS:
         middle = [f"{name}_{axis}" for name in names for axis in "xy"]
+    elif (
+        kind == SEGMENTATION
+    ):  # the share of the pixels of each code, and the mask file written for the image
+        middle = [*(share_column(name) for name in names), "mask"]
     else:
         extra = [c for i in range(2, top_k + 1) for c in (f"label_{i}", f"probability_{i}")]
         middle = [*(["labels"] if kind == MULTI_LABEL else []), "label", "probability", *extra]
@@ -49,12 +53,18 @@ def row_of(
             for n, p in zip(classes, outcome.points, strict=True)
             for axis, v in zip("xy", p, strict=False)
         }
+    if isinstance(outcome, Mask):
+        return row | {share_column(n): v for n, v in zip(classes, outcome.shares(len(classes)), strict=True)}
     if threshold is not None:
         row["labels"] = " ".join(label for label, _ in outcome.over(classes, threshold))
     for rank, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
         row[f"label{suffix(rank)}"] = label
         row[f"probability{suffix(rank)}"] = probability
     return row
+
+
+def share_column(code: str) -> str:
+    return f"share_{code}"
 
 
 # A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"): a file named

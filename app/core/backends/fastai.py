@@ -74,7 +74,7 @@ class FastaiBackend:
         # points). A plain torch loss has none: fastai then applies nothing, except that a classifier's answers
         # are probabilities (its kind's own activation).
         default = {
-            "softmax": lambda x: torch.softmax(x, dim=-1),
+            "softmax": lambda x: torch.softmax(x, dim=1),  # the class axis: [N, classes], or [N, codes, H, W]
             "sigmoid": torch.sigmoid,
             "none": lambda x: x,
         }
