@@ -24,11 +24,11 @@ from training.manifest import SEGMENTATION, read_manifest
 
 @pytest.fixture(scope="module")
 def models(exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    """Each export imported as a notebook user would: seg_squish, seg_crop, seg_pad."""
+    """Each export imported as a notebook user would (and exported to ONNX): seg_squish, seg_crop, seg_pad."""
     out = tmp_path_factory.mktemp("models")
     for method, export in exports.items():
         name = f"seg_{method}"
-        code, stdout, stderr = run_cli("import", str(export), "--name", name, "--out", str(out))
+        code, stdout, stderr = run_cli("import", str(export), "--name", name, "--out", str(out), "--onnx")
         assert code == 0, stderr
         assert f"as {name}: {SEGMENTATION}" in stdout
     return out
@@ -39,6 +39,8 @@ def test_the_manifest_records_the_codes(models: Path) -> None:
         manifest = read_manifest(models / f"seg_{method}.pkl")
         assert (manifest.kind, manifest.classes, manifest.threshold) == (SEGMENTATION, CODES, None)
         assert (manifest.input_size, manifest.preprocessing.resize_method) == (32, method)
+        assert manifest.onnx is not None
+        assert (manifest.onnx.activation, manifest.onnx.output.shape) == ("softmax", [-1, 3, 32, 32])
 
 
 def test_a_mask_target_with_a_loss_over_another_axis_is_refused(
@@ -59,7 +61,7 @@ def test_a_mask_target_with_a_loss_over_another_axis_is_refused(
     assert "CrossEntropyLossFlat(axis=1)" in stderr
 
 
-@pytest.fixture(scope="module", params=["fastai"])
+@pytest.fixture(scope="module", params=["fastai", "onnx"])
 def server(
     request: pytest.FixtureRequest, models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
@@ -214,8 +216,88 @@ def test_a_large_uploads_mask_counts_in_the_memory_budget(models: Path, tmp_path
         assert r.status_code == 413, r.text
         assert r.json()["code"] == "over_memory_budget"
         needed = float(r.json()["detail"].split(" needs ")[1].split(" MiB")[0])
-        assert needed > ANSWER_BYTES_PER_PIXEL * 3000 * 3000 / 2**20 + 30  # the mask and the decoding (34 MiB)
+        assert (
+            needed > ANSWER_BYTES_PER_PIXEL * 3000 * 3000 / 2**20 + 30
+        )  # the mask and the decoding (34 MiB)
         r = post(live, "seg_squish", png(Image.new("RGB", (1500, 1500), (20, 20, 20))))
         assert r.status_code == 200, r.text
         assert (r.json()["width"], r.json()["height"]) == (1500, 1500)
         assert r.json()["shares"]["background"] == 1.0
+
+
+def test_v2_answers_the_mask_and_the_shares(server: LiveServer) -> None:
+    meta = httpx.get(f"{server.base}/v2/models/seg_crop").json()
+    assert [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]] == [
+        ("mask", "UINT8", [-1, -1, -1]), ("shares", "FP32", [-1, 3]),
+    ]  # fmt: skip
+    rng = np.random.default_rng(8)
+    images = [png(scene(rng, 40, 30)[0]) for _ in range(2)]
+    data = [base64.b64encode(i).decode() for i in images]
+    body = {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": data}]}
+    r = httpx.post(f"{server.base}/v2/models/seg_crop/infer", json=body)
+    assert r.status_code == 200, r.text
+    mask, shares = r.json()["outputs"]
+    assert (mask["name"], mask["datatype"], mask["shape"]) == ("mask", "UINT8", [2, 30, 40])
+    assert (shares["name"], shares["shape"]) == ("shares", [2, 3])
+    for i, image in enumerate(images):
+        answer = post(server, "seg_crop", image).json()
+        assert np.array_equal(np.asarray(mask["data"]).reshape(2, 30, 40)[i], mask_of(answer))
+        assert shares["data"][3 * i : 3 * i + 3] == pytest.approx([answer["shares"][c] for c in CODES])
+    other = base64.b64encode(png(scene(rng, 32, 32)[0])).decode()
+    body["inputs"][0]["data"] = [data[0], other]
+    r = httpx.post(f"{server.base}/v2/models/seg_crop/infer", json=body)
+    assert r.status_code == 400
+    assert "different sizes (32x32, 40x30)" in r.json()["error"]
+
+
+def test_the_command_lines_write_one_mask_per_input(models: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(9)
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for name, width in (("a.png", 40), ("more/a.png", 56)):  # one name in two folders: two mask files
+        (folder / name).write_bytes(png(scene(rng, width, 32)[0]))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    root = str(Path(__file__).resolve().parent.parent)  # this checkout's `app`, run from another folder
+    env = {**os.environ, "LEARNSERVE_MODEL_PATH": str(models / "seg_pad.pkl"), "PYTHONPATH": root}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app", *argv], capture_output=True, text=True, env=env,
+                              check=False, cwd=tmp_path)  # fmt: skip
+
+    out = tmp_path / "scores" / "seg.parquet"
+    run = cli("score", str(folder), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    table = pq.read_table(out)
+    assert table.column_names == [
+        "path", "share_background", "share_square", "share_disc", "mask", "error", "detail",
+    ]  # fmt: skip
+    rows = {str(Path(r["path"]).relative_to(folder)): r for r in table.to_pylist()}
+    assert rows["broken.png"]["error"] == "unsupported_media_type"
+    assert rows["broken.png"]["mask"] is None
+    for name, width in (("a.png", 40), ("more/a.png", 56)):
+        mask = Path(rows[name]["mask"])
+        assert mask.parent == tmp_path / "scores" / "seg.masks"
+        assert mask.name.startswith("a-")
+        ids = ids_of(mask.read_bytes())
+        assert ids.shape == (32, width)
+        shares = np.bincount(ids.ravel(), minlength=3) / ids.size
+        assert [rows[name][f"share_{c}"] for c in CODES] == pytest.approx(shares.tolist())
+    assert rows["a.png"]["mask"] != rows["more/a.png"]["mask"]
+
+    run = cli("predict", str(folder / "a.png"), "--format", "json")
+    assert run.returncode == 0, run.stderr
+    [answer] = json.loads(run.stdout)
+    assert (tmp_path / answer["mask"]).read_bytes() == Path(rows["a.png"]["mask"]).read_bytes()
+    assert Path(answer["mask"]).parent == Path("masks")  # ./masks by default
+    assert answer["shares"] == pytest.approx({c: rows["a.png"][f"share_{c}"] for c in CODES}, abs=1e-6)
+    run = cli("predict", str(folder / "more"), "--masks", str(tmp_path / "elsewhere"))
+    assert run.returncode == 0, run.stderr
+    assert "share_square" in run.stdout
+    assert f"-> {tmp_path / 'elsewhere'}" in run.stdout

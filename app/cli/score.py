@@ -15,8 +15,9 @@ from typing import Any
 from app.config import Settings
 from app.core.errors import CoreError, ModelRequired
 from app.core.files import classify_files
+from app.core.prediction import Mask
 from app.core.repository import open_model
-from app.scoring.output import Journal, Row, columns, done_rows, journal_path, row_of, write_table
+from app.scoring.output import Journal, Row, columns, done_rows, journal_path, row_of, write_mask, write_table
 from app.scoring.sources import BadSource, is_uri, list_inputs
 from training.manifest import read_manifest
 
@@ -49,11 +50,21 @@ class Summary:
                 f"{self.seconds:.1f} s ({self.warm_up:.1f} s to load the model): {rate:,.1f} img/s")  # fmt: skip
 
 
+def masks_folder(out: Path) -> Path:
+    """Where `score` writes a segmentation's masks: beside OUT, in OUT's name without its suffix + `.masks`
+    (predictions.parquet -> predictions.masks/)."""
+    return out.with_name(f"{out.stem}.masks")
+
+
 def local_rows(
-    settings: Settings, paths: list[str], top_k: int, threshold: float | None = None
+    settings: Settings,
+    paths: list[str],
+    top_k: int,
+    threshold: float | None = None,
+    masks: Path | None = None,
 ) -> Iterator[list[Row]]:
     """Chunks of rows from the unit, in order (an event loop of its own, driven chunk by chunk so the journal is
-    written as rows come; the model thread works beside it)."""
+    written as rows come; the model thread works beside it). A segmentation's masks are written into `masks`."""
     with asyncio.Runner() as runner:
         context = open_model(settings)
         unit = runner.run(context.__aenter__())
@@ -61,10 +72,14 @@ def local_rows(
             chunks = classify_files(unit, [Path(p) for p in paths], settings.max_upload_bytes)
             while (chunk := runner.run(anext(chunks, None))) is not None:
                 done, outcomes = chunk
-                yield [
+                rows = [
                     row_of(str(p), o, unit.classes, top_k, threshold)
                     for p, o in zip(done, outcomes, strict=True)
                 ]
+                for row, outcome in zip(rows, outcomes, strict=True):
+                    if isinstance(outcome, Mask) and masks is not None:
+                        row["mask"] = write_mask(masks, row["path"], outcome)
+                yield rows
         finally:
             runner.run(chunks.aclose())
             runner.run(context.__aexit__(None, None, None))
@@ -163,4 +178,4 @@ def engine_rows(settings: Settings, job: ScoreJob, todo: list[str]) -> Iterator[
         }
         yield from ray_rows(settings, todo, job.top_k, **options)
     elif todo:
-        yield from local_rows(settings, todo, job.top_k, job.threshold)
+        yield from local_rows(settings, todo, job.top_k, job.threshold, masks_folder(job.out))

@@ -1,6 +1,7 @@
 """Rows of the output table, written as CSV or Parquet, with `--resume`.
 
-Columns: path, (for a multi-label model) labels: those over its threshold, separated by spaces, then label,
+Columns: path, (a regression) its values, (key points) NAME_x and NAME_y, (segmentation) share_CODE for each code and
+`mask`, the mask PNG written for the input (`mask_file`); (a classifier) (multi-label) labels: those over its threshold, separated by spaces, then label,
 probability, label_2, probability_2, ... label_K, probability_K (the top-k beyond the first), error (the API's stable
 codes) and detail; a failed file has only path, error and detail. CSV cells that
 a spreadsheet would run as a formula are escaped (csv_cell); Parquet holds the values as they are. While a job
@@ -11,6 +12,7 @@ chunk; at the end the output is written in input order and the journal removed. 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -65,6 +67,24 @@ def row_of(
 
 def share_column(code: str) -> str:
     return f"share_{code}"
+
+
+def mask_file(folder: Path, path: str) -> Path:
+    """Where a segmentation's mask of the input `path` goes in `folder`: NAME-HASH.png, the input's name and 8 hex
+    characters of its path's sha256 (inputs of one name in several folders get files of their own; a rerun or
+    --resume writes the same file)."""
+    digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+    return folder / f"{Path(path).stem}-{digest}.png"
+
+
+def write_mask(folder: Path, path: str, mask: Mask) -> str:
+    """The mask PNG of `path` written into `folder` (atomically); its path, for the `mask` column."""
+    target = mask_file(folder, path)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.tmp")
+    staged.write_bytes(mask.png)
+    os.replace(staged, target)
+    return str(target)
 
 
 # A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"): a file named
@@ -122,9 +142,13 @@ def read_rows(path: Path) -> list[Row]:
 
 
 def is_text(column: str) -> bool:
-    """path, labels, label, label_N, error, detail hold text; every other column a number (probabilities,
+    """path, labels, label, label_N, mask, error, detail hold text; every other column a number (probabilities,
     a regression's values, key points' coordinates)."""
-    return column in ("path", "labels", "error", "detail") or column == "label" or column.startswith("label_")
+    return (
+        column in ("path", "labels", "error", "detail", "mask")
+        or column == "label"
+        or column.startswith("label_")
+    )
 
 
 def _typed(column: str, value: str) -> Any:
