@@ -150,7 +150,10 @@ def test_png_answers_and_the_overlay(server: LiveServer) -> None:
     r = post(server, "seg_pad", data, "?overlay=true")
     assert r.status_code == 200, r.text
     drawn = r.json()
-    assert drawn["legend"] == {"background": "#000000", "square": "#e6194b", "disc": "#3cb44b"}
+    assert (
+        drawn["legend"] == body["legend"] == {"background": "#000000", "square": "#e6194b", "disc": "#3cb44b"}
+    )
+    assert "overlay" not in body
     assert np.array_equal(mask_of(drawn), mask_of(body))
     r = post(server, "seg_pad", data, "?overlay=true", Accept="image/png")
     assert r.content == base64.b64decode(drawn["overlay"])
@@ -301,3 +304,48 @@ def test_the_command_lines_write_one_mask_per_input(models: Path, tmp_path: Path
     assert run.returncode == 0, run.stderr
     assert "share_square" in run.stdout
     assert f"-> {tmp_path / 'elsewhere'}" in run.stdout
+
+
+@pytest.mark.slow
+def test_the_demo_page_draws_the_mask_with_a_legend(models: Path, tmp_path: Path) -> None:
+    from tests.test_demo_page import CHROMIUM, CHROMIUM_ARGS
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    expect = sync_api.expect
+    image, _ = scene(np.random.default_rng(4), 60, 40, square=(8, 8, 12), disc=(44, 24, 7))
+    (tmp_path / "scene.png").write_bytes(png(image))
+    problems: list[str] = []
+    with (
+        live_server(models / "seg_squish.pkl", tmp_path / "server.log") as live,
+        sync_api.sync_playwright() as p,
+    ):
+        want = post(live, "seg_squish", png(image)).json()
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1180, "height": 760})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{live.base}/")
+            expect(page.locator("#model-name")).to_have_text("seg_squish")
+            page.set_input_files("#file", str(tmp_path / "scene.png"))
+            expect(page.locator("#bars .bar-name")).to_have_text(CODES)
+            expect(page.locator("#bars .bar-value").first).to_have_text(
+                f"{want['shares']['background'] * 100:.1f}%"
+            )
+            colours = page.locator("#bars .swatch").evaluate_all("s => s.map(e => e.style.backgroundColor)")
+            assert colours == ["rgb(0, 0, 0)", "rgb(230, 25, 75)", "rgb(60, 180, 75)"]
+            layer = page.locator("#mask-layer")
+            expect(layer).to_be_visible()
+            assert (layer.get_attribute("width"), layer.get_attribute("height")) == ("60", "40")
+            # the canvas holds the mask in the legend's colours: the square's centre is code 1's, the disc's code 2's
+            pixel = "([x, y]) => Array.from(document.getElementById('mask-layer').getContext('2d')" \
+                ".getImageData(x, y, 1, 1).data)"  # fmt: skip
+            for at, colour in (([14, 14], [230, 25, 75, 128]), ([44, 24], [60, 180, 75, 128])):
+                got = page.evaluate(pixel, at)  # the canvas keeps colours premultiplied by alpha: 230 -> 229
+                assert np.abs(np.subtract(got, colour)).max() <= 2, (at, got)
+            assert page.locator("#why").is_hidden()  # only classifiers are explained
+        finally:
+            browser.close()
+    assert not problems, problems

@@ -1,6 +1,7 @@
 """A segmentation's answer over HTTP: JSON by default (the share of each code and the mask as a base64 PNG), the mask
 PNG itself for `Accept: image/png`, and on request (`overlay=true`) a colour overlay for people: the upload with
-each pixel's code colour blended in, a legend of the codes under it (and in JSON, `legend`: code -> colour)."""
+each pixel's code colour blended in and a legend of the codes under it. JSON always carries `legend` (code -> the
+overlay's colour), so that a client drawing the mask itself (the demo page) uses the same colours."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ Overlay = Annotated[
     bool,
     Query(
         description="segmentation models only: also give the upload with the mask's colours blended in and a "
-        "legend of the codes (in JSON: `overlay`, a base64 PNG, and `legend`; with `Accept: image/png`: that "
+        "legend of the codes (in JSON: `overlay`, a base64 PNG; with `Accept: image/png`: that "
         "PNG itself instead of the mask)"
     ),
 ]
@@ -54,7 +55,7 @@ def mask_answer(kind: str, mask: Mask, codes: Sequence[str]) -> dict[str, Any]:
     width, height = mask.size
     shares = dict(zip(codes, mask.shares(len(codes)), strict=True))
     return {"kind": kind, "codes": list(codes), "width": width, "height": height, "shares": shares,
-            "mask": base64.b64encode(mask.png).decode("ascii")}  # fmt: skip
+            "legend": legend(list(codes)), "mask": base64.b64encode(mask.png).decode("ascii")}  # fmt: skip
 
 
 async def overlay_of(request: Request, data: bytes, mask: Mask, codes: Sequence[str]) -> bytes:
@@ -78,5 +79,5 @@ async def segmentation_response(
         return Response(drawn or mask.png, media_type=PNG, headers=headers)
     body = mask_answer(kind, mask, codes)
     if drawn is not None:
-        body |= {"overlay": base64.b64encode(drawn).decode("ascii"), "legend": legend(list(codes))}
+        body["overlay"] = base64.b64encode(drawn).decode("ascii")
     return JSONResponse(body, headers=headers)

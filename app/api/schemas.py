@@ -132,8 +132,8 @@ class SegmentationAnswer(BaseModel):
         description="with overlay=true: base64 of a PNG of the upload with the codes' colours blended in and a "
         "legend under it",
     )
-    legend: dict[str, str] | None = Field(
-        None, description="with overlay=true: code -> its colour in the overlay (#rrggbb)"
+    legend: dict[str, str] = Field(
+        description="code -> its colour in the overlay (#rrggbb), for a client that draws the mask itself"
     )
 
     model_config = {
@@ -145,6 +145,7 @@ class SegmentationAnswer(BaseModel):
                     "width": 640,
                     "height": 480,
                     "shares": {"background": 0.61, "road": 0.31, "car": 0.08},
+                    "legend": {"background": "#000000", "road": "#e6194b", "car": "#3cb44b"},
                     "mask": "iVBORw0KGgoAAAANSUhEUgAAAoAAAAHgCAAAAAA...",
                 }
             ]
