@@ -18,7 +18,7 @@ from PIL import Image
 from app.core.masks import ANSWER_BYTES_PER_PIXEL, LEGEND_ROW, PALETTE, ids_of, to_image
 from tests.conftest import run_cli
 from tests.live_server import LiveServer, live_server
-from tests.segmentation import CODES, exports, png, scene  # noqa: F401  (exports: a session fixture)
+from tests.segmentation import CODES, exports, png, scene, write_scenes  # noqa: F401  (exports: a fixture)
 from training.manifest import SEGMENTATION, read_manifest
 
 
@@ -349,3 +349,31 @@ def test_the_demo_page_draws_the_mask_with_a_legend(models: Path, tmp_path: Path
         finally:
             browser.close()
     assert not problems, problems
+
+
+def test_import_with_data_measures_pixel_accuracy_and_iou(exports: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """--data images/ + masks/ (the CamVid layout): the share of right pixels and each code's IoU, equal to what
+    learn.predict's masks give."""
+    from fastai.learner import load_learner
+
+    data = write_scenes(tmp_path / "valid", n=12, seed=1)
+    code, stdout, stderr = run_cli("import", str(exports["pad"]), "--name", "measured", "--out",
+                                   str(tmp_path / "models"), "--data", str(data))  # fmt: skip
+    assert code == 0, stderr
+    m = read_manifest(tmp_path / "models" / "measured.pkl")
+    assert m.metrics is not None
+    assert m.dataset is not None
+    learn = load_learner(exports["pad"])
+    right, total = 0, 0
+    with learn.no_bar():
+        for image in sorted((data / "images").iterdir()):
+            truth = np.asarray(Image.open(data / "masks" / image.name))
+            right += int((learn.predict(image)[0].numpy() == truth).sum())
+            total += truth.size
+    assert m.metrics.accuracy == pytest.approx(right / total, abs=1e-6)
+    assert m.metrics.accuracy > 0.9
+    assert m.metrics.iou is not None
+    assert set(m.metrics.iou) == set(CODES)
+    assert all(0.5 < v <= 1 for v in m.metrics.iou.values()), m.metrics.iou
+    assert (m.dataset.valid_size, sum(m.dataset.counts.values())) == (12, 12 * 32 * 32)
+    assert f"accuracy {m.metrics.accuracy:.4f} on 12 images" in stdout
