@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.core.masks import ANSWER_BYTES_PER_PIXEL, LEGEND_ROW, PALETTE, ids_of, to_image
+from app.core.masks import ANSWER_BYTES_PER_PIXEL, LEGEND_ROW, PALETTE, ids_of, png_of, to_image
 from tests.conftest import run_cli
 from tests.live_server import LiveServer, live_server
 from tests.segmentation import CODES, exports, png, scene, write_scenes  # noqa: F401  (exports: a fixture)
@@ -377,3 +377,31 @@ def test_import_with_data_measures_pixel_accuracy_and_iou(exports: dict[str, Pat
     assert all(0.5 < v <= 1 for v in m.metrics.iou.values()), m.metrics.iou
     assert (m.dataset.valid_size, sum(m.dataset.counts.values())) == (12, 12 * 32 * 32)
     assert f"accuracy {m.metrics.accuracy:.4f} on 12 images" in stdout
+
+
+def test_past_256_codes_masks_are_16_bit() -> None:
+    from app.core.prediction import decode
+
+    rng = np.random.default_rng(0)
+    probs = rng.random((2, 300, 4, 5)).astype(np.float32)
+    masks = decode(SEGMENTATION, probs, [str(i) for i in range(300)], 4)
+    assert [m.ids.dtype for m in masks] == [np.uint16, np.uint16]
+    assert np.array_equal(masks[0].ids, probs[0].argmax(axis=0))
+    assert np.array_equal(ids_of(png_of(masks[1].ids)), masks[1].ids)
+    with Image.open(io.BytesIO(png_of(masks[1].ids))) as image:
+        assert image.size == (5, 4)
+    small = decode(SEGMENTATION, probs[:, :3], CODES, 4)[0]
+    assert small.ids.dtype == np.uint8
+    assert sum(small.shares(3)) == pytest.approx(1.0)
+
+
+def test_openapi_lists_the_segmentation_answer(server: LiveServer) -> None:
+    schema = httpx.get(f"{server.base}/openapi.json").json()
+    answer = schema["components"]["schemas"]["SegmentationAnswer"]
+    assert answer["examples"][0]["kind"] == SEGMENTATION
+    assert {"codes", "width", "height", "shares", "legend", "mask"} <= set(answer["required"])
+    ok = schema["paths"]["/models/{name}/predict"]["post"]["responses"]["200"]["content"]
+    assert set(ok) == {"application/json", "image/png"}
+    mapping = ok["application/json"]["schema"]["discriminator"]["mapping"]
+    assert mapping[SEGMENTATION].endswith("/SegmentationAnswer")
+    assert "overlay" in {p["name"] for p in schema["paths"]["/predict"]["post"]["parameters"]}

@@ -55,7 +55,7 @@ def to_image(ids: Ids, method: str, size: int, input_size: int, width: int, heig
 def png_of(ids: Ids) -> bytes:
     """The mask as a greyscale PNG: 8-bit (pixel value = code), 16-bit past 256 codes."""
     out = io.BytesIO()
-    image = Image.fromarray(ids) if ids.dtype == np.uint8 else Image.fromarray(ids.astype("<u2"), mode="I;16")
+    image = Image.fromarray(ids if ids.dtype == np.uint8 else ids.astype("<u2"))  # L, or I;16
     image.save(out, "PNG", compress_level=6)
     return out.getvalue()
 
