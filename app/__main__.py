@@ -89,12 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
         "for its top class is",
     )
 
+    p.add_argument(
+        "--masks",
+        type=Path,
+        metavar="DIR",
+        default=Path("masks"),
+        help="segmentation models: where each image's mask goes, as NAME-HASH.png (NAME: the image's name without "
+        "its suffix; HASH: 8 hex characters of the sha256 of its path as given), an 8-bit greyscale PNG the size "
+        "of the image whose pixel values are code indexes (./masks); the table prints each code's share of the "
+        "pixels and the file",
+    )
+
     p = sub.add_parser(
         "score",
         help="score many images into a CSV or Parquet table (a folder, a CSV or list of paths, or s3://...)",
         description="One output row per input: path, label, probability, the top-k beyond the first "
         "(label_2, probability_2, ...), error and detail. A bad file gets its row and error code; it never stops "
-        "the job. Rows are in input order. A progress bar on a terminal, one summary line otherwise.",
+        "the job. Rows are in input order. A progress bar on a terminal, one summary line otherwise. A segmentation "
+        "model's rows have share_CODE (each code's share of the pixels) and mask: the mask PNG written for the "
+        "input beside OUT, in OUT's name without its suffix + .masks/ (predictions.masks/NAME-HASH.png; 8-bit "
+        "greyscale, the image's size, pixel value = code index; the local engine only).",
     )
     p.add_argument(
         "source",
@@ -159,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             args.keep_going,
             args.model is not None or args.model_dir is not None,
             args.explain,
+            args.masks,
         )
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)

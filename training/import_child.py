@@ -135,9 +135,15 @@ def validate(learn: Any, rows_csv: str) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from training.import_facts import threshold_of
+    from training.import_facts import learner_kind, threshold_of
+    from training.manifest import SEGMENTATION
 
     frame = pd.read_csv(rows_csv, dtype=str, keep_default_na=False)
+    if learner_kind(learn) == SEGMENTATION:
+        if "mask" not in frame.columns:
+            return {"error": "a segmentation learner is measured on a folder of images/ and masks/ (the CamVid "
+                    "layout: masks/NAME.png or masks/NAME_P.png for images/NAME.*)"}  # fmt: skip
+        return validate_masks(learn, list(frame["path"]), list(frame["mask"]))
     vocab = [str(c) for c in learn.dls.vocab]
     thresh = threshold_of(learn)
     multi = any("MultiCategorize" in type(t).__name__ for t in learn.dls.valid_ds.tls[1].tfms.fs)
@@ -174,6 +180,44 @@ def validate(learn: Any, rows_csv: str) -> dict[str, Any]:
     accuracy = float((probs.argmax(dim=1) == index).float().mean())
     loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), index))
     return {"accuracy": accuracy, "error_rate": 1 - accuracy, "valid_loss": loss, "f1": None, "n": len(frame)}
+
+
+def validate_masks(learn: Any, images: list[str], masks: list[str]) -> dict[str, Any]:
+    """Pixel accuracy, IoU per code and the loss on images and their masks: learn.predict's masks (softmax over the
+    codes, argmax) against the true masks taken through the learner's own item transforms (its Resize resamples a
+    mask by nearest neighbour, so every value stays a code)."""
+    import torch
+    import torch.nn.functional as F
+    from fastai.vision.core import PILMask
+
+    from training.import_facts import codes_of
+
+    dl = learn.dls.test_dl(images, num_workers=0)
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=dl)
+    item = learn.dls.valid.after_item
+    saved, item.split_idx = item.split_idx, 1
+    try:
+        truth = torch.stack([torch.as_tensor(item(PILMask.create(m))).long() for m in masks])
+    finally:
+        item.split_idx = saved
+    if truth.shape != probs.shape[:1] + probs.shape[2:]:
+        return {"error": f"the masks reach the model's size as {list(truth.shape[1:])}, its masks are "
+                f"{list(probs.shape[2:])}: they cannot be compared"}  # fmt: skip
+    codes = codes_of(learn) or [str(i) for i in range(probs.shape[1])]
+    if int(truth.max()) >= len(codes):
+        return {"error": f"a mask has the value {int(truth.max())}; the model has {len(codes)} codes"}
+    predicted = probs.argmax(dim=1)
+    accuracy = float((predicted == truth).float().mean())
+    loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), truth))
+    iou = {}
+    for i, code in enumerate(codes):
+        union = int(((predicted == i) | (truth == i)).sum())
+        if union:  # a code in neither the masks nor the answers has no IoU
+            iou[code] = int(((predicted == i) & (truth == i)).sum()) / union
+    counts = {code: int((truth == i).sum()) for i, code in enumerate(codes)}  # pixels of each code
+    return {"accuracy": accuracy, "error_rate": 1 - accuracy, "valid_loss": loss, "iou": iou, "n": len(images),
+            "counts": counts}  # fmt: skip
 
 
 def needs_code(needed: str, missing: list[str]) -> str:

@@ -15,12 +15,13 @@ from training.manifest import (
     POINTS,
     REGRESSION,
     RESAMPLES,
+    SEGMENTATION,
     SINGLE_LABEL,
     Manifest,
     Normalization,
 )
 
-SERVED = "single-label and multi-label classifiers, regression and key points are served"
+SERVED = "single-label and multi-label classifiers, regression, key points and segmentation are served"
 
 
 class NotServable(ValueError):
@@ -48,6 +49,8 @@ def learner_kind(learn: Any) -> str:
         raise NotServable(f"a learner with several inputs or targets: {SERVED}")
     targets = [type(t).__name__ for t in tls[1].tfms.fs]
     loss = type(getattr(learn.loss_func, "func", learn.loss_func)).__name__
+    if _is_mask_target(learn):
+        return _segmentation_kind(learn, loss)
     if "MultiCategorize" in targets or "EncodedMultiCategorize" in targets:  # labels, or one-hot columns
         if threshold_of(learn) is None:
             raise NotServable(
@@ -61,12 +64,43 @@ def learner_kind(learn: Any) -> str:
         return POINTS
     if "Categorize" not in targets:
         raise NotServable(
-            f"not a kind served here (its targets go through {', '.join(targets) or 'nothing'}; segmentation "
-            f"(MaskBlock) is not served yet): {SERVED}"
+            f"not a kind served here (its targets go through {', '.join(targets) or 'nothing'}): {SERVED}"
         )
     if "BCEWithLogits" in loss:
         raise NotServable(f"a single-label target (Categorize) with a multi-label loss ({loss}): {SERVED}")
     return SINGLE_LABEL
+
+
+def _is_mask_target(learn: Any) -> bool:
+    """MaskBlock: its item transform AddMaskCodes, or a target made by PILMask.create (the type transform's bound
+    class; a Transform wrapping a function names itself `Transform`)."""
+    if "AddMaskCodes" in _item_transforms(learn):
+        return True
+    made_by = getattr(getattr(learn.dls.valid_ds.tls[1].tfms.fs[-1], "func", None), "__self__", None)
+    return getattr(made_by, "__name__", "") == "PILMask"
+
+
+def _segmentation_kind(learn: Any, loss: str) -> str:
+    """A mask target needs a loss over the class axis 1 of [N, codes, H, W] (CrossEntropyLossFlat(axis=1), what
+    unet_learner and MaskBlock give): its argmax there is learn.predict's mask."""
+    axis = getattr(learn.loss_func, "axis", None)
+    if "CrossEntropy" not in loss or axis != 1:
+        found = f"{type(learn.loss_func).__name__}" + (f" over axis {axis}" if axis is not None else "")
+        raise NotServable(
+            f"a mask target (MaskBlock) with the loss {found}, not a cross entropy over the class axis 1 "
+            f"(CrossEntropyLossFlat(axis=1)): {SERVED}"
+        )
+    return SEGMENTATION
+
+
+def codes_of(learn: Any) -> list[str] | None:
+    """A segmentation learner's codes: dls.vocab when set (SegmentationDataLoaders), else MaskBlock's AddMaskCodes;
+    None when it was given none."""
+    vocab = getattr(learn.dls, "__dict__", {}).get("vocab")
+    for tfm in learn.dls.valid.after_item.fs:
+        if vocab is None and type(tfm).__name__ == "AddMaskCodes":
+            vocab = getattr(tfm, "codes", None)
+    return None if vocab is None else [str(c) for c in vocab]
 
 
 def _item_transforms(learn: Any) -> list[str]:
@@ -75,7 +109,7 @@ def _item_transforms(learn: Any) -> list[str]:
 
 def outputs_of(learn: Any, kind: str) -> list[str]:
     """The names of the model's outputs (the manifest's `classes`): a classifier's vocab; for regression value_1..N
-    and for key points point_1..P, counted from the model's own output on one blank input."""
+    and for key points point_1..P, counted from the model's own output on one blank input; a segmentation's codes."""
     if kind in (SINGLE_LABEL, MULTI_LABEL):
         return [str(c) for c in learn.dls.vocab]
     import torch
@@ -83,7 +117,10 @@ def outputs_of(learn: Any, kind: str) -> list[str]:
     size = input_size_of(learn)
     model = learn.model.eval()
     with torch.inference_mode():
-        n = int(model(torch.zeros(1, 3, size, size)).reshape(1, -1).shape[1])
+        out = model(torch.zeros(1, 3, size, size))
+    if kind == SEGMENTATION:
+        return _codes_checked(learn, tuple(out.shape), size)
+    n = int(out.reshape(1, -1).shape[1])
     columns = target_columns(learn)
     if kind == POINTS:
         if n % 2:
@@ -105,6 +142,24 @@ def target_columns(learn: Any) -> list[str]:
     if type(first).__name__ != "ColReader" or first.pref or first.suff:
         return []
     return [str(c) for c in first.cols]
+
+
+def _codes_checked(learn: Any, shape: tuple[int, ...], size: int) -> list[str]:
+    """The codes, checked against the model's output: [1, codes, size, size] (one score per code and input pixel).
+    A MaskBlock without codes names them by their mask value: 0, 1, ..."""
+    if len(shape) != 4 or shape[2:] != (size, size):
+        raise NotServable(
+            f"a segmentation learner whose model gives {list(shape)} for a {size}x{size} input, not "
+            f"[1, codes, {size}, {size}]: {SERVED}"
+        )
+    codes = codes_of(learn)
+    if codes is None:
+        return [str(i) for i in range(shape[1])]
+    if len(codes) != shape[1]:
+        raise NotServable(
+            f"a segmentation learner with {len(codes)} codes whose model scores {shape[1]} per pixel: {SERVED}"
+        )
+    return codes
 
 
 def threshold_of(learn: Any) -> float | None:

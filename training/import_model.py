@@ -90,7 +90,7 @@ def import_export(opts: ImportOptions) -> Imported:
             )
         validation = checked.get("validation")
         if validation is not None:
-            validation["counts"] = counts
+            validation["counts"] = validation.get("counts") or counts  # segmentation: pixels of each code
         manifest = build_manifest(opts, found, converted, validation, staged, diff)
         write_manifest(staged, manifest)
         if opts.onnx:  # in the staging folder too: a learner the ONNX path cannot reproduce writes nothing
@@ -160,13 +160,36 @@ def python_hint() -> str:
 
 
 def data_rows(data: str, work: Path) -> tuple[Path, dict[str, int]]:
-    """--data (a labelled folder or CSV, as for train) as a CSV of path,label for the check child, and its counts."""
+    """--data (a labelled folder or CSV, as for train) as a CSV of path,label for the check child, and its counts;
+    a folder of images/ and masks/ (a segmentation's) as path,mask rows."""
     from training.datasets import load_table
+
+    if (Path(data) / "images").is_dir() and (Path(data) / "masks").is_dir():
+        return mask_rows(Path(data), work), {}
 
     table = load_table(data)
     rows = work / "data.csv"
     table.frame[["path", "label"]].to_csv(rows, index=False)
     return rows, table.counts()
+
+
+def mask_rows(data: Path, work: Path) -> Path:
+    """images/NAME.* with masks/NAME.png (or CamVid's masks/NAME_P.png) as a CSV of path,mask."""
+    import pandas as pd
+
+    pairs = []
+    for image in sorted(p for p in (data / "images").iterdir() if p.is_file() and not p.name.startswith(".")):
+        found = [m for m in (data / "masks" / f"{image.stem}.png", data / "masks" / f"{image.stem}_P.png")
+                 if m.is_file()]  # fmt: skip
+        if found:
+            pairs.append((str(image), str(found[0])))
+    if not pairs:
+        raise TrainingError(
+            f"--data {data}: no image in images/ has its mask in masks/ (NAME.png or NAME_P.png)"
+        )
+    rows = work / "data.csv"
+    pd.DataFrame(pairs, columns=["path", "mask"]).to_csv(rows, index=False)
+    return rows
 
 
 def max_diff(a: list[list[float]], b: list[list[float]]) -> float:

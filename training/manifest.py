@@ -290,7 +290,7 @@ def item_pipeline(item_tfms: Any) -> dict[str, Any]:
                 )
             spec |= {"resize_method": str(tfm.method), "size": int(width), "pad_mode": str(tfm.pad_mode),
                      "resample": RESAMPLES[tfm.mode]}  # fmt: skip
-        elif name not in ("ToTensor", "PointScaler"):  # PointScaler only reads an image's size (key points)
+        elif name not in ("ToTensor", "PointScaler", "AddMaskCodes"):  # these only touch targets
             raise ValueError(f"the item transform {name} is not understood")
     if "size" not in spec:
         raise ValueError("the learner has no Resize item transform: its input size is not fixed")

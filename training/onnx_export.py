@@ -1,4 +1,5 @@
-"""`export-onnx`: learn.model and its activation (softmax, or sigmoid for multi-label) as an ONNX graph, and the learner's validation pipeline written into the
+"""`export-onnx`: learn.model and its activation (softmax, over the codes of each pixel for segmentation; sigmoid for
+multi-label) as an ONNX graph, and the learner's validation pipeline written into the
 manifest precisely enough for app/core/preprocess.py to reproduce it without fastai.
 
 Only what the ONNX path can reproduce is exported: item transforms Resize and ToTensor; batch transforms
@@ -25,6 +26,7 @@ from training.loading import load_verified
 from training.manifest import (
     ACTIVATION,
     POINTS,
+    SEGMENTATION,
     Manifest,
     Normalization,
     OnnxExport,
@@ -79,7 +81,8 @@ ACTIVATIONS: dict[str, Any] = {
 
 
 class WithActivation(nn.Module):
-    """learn.model followed by its loss's activation: softmax (single-label), sigmoid (multi-label) or none."""
+    """learn.model followed by its loss's activation: softmax over axis 1 (single-label; segmentation, whose axis 1
+    is the codes of [N, codes, H, W]), sigmoid (multi-label) or none."""
 
     def __init__(self, model: nn.Module, activation: str) -> None:
         super().__init__()
@@ -134,12 +137,14 @@ def export_onnx(model: Path, out: Path | None = None) -> Manifest:
         os.replace(staged, out)
     manifest.preprocessing = spec
     n_outputs = len(manifest.classes) * (2 if manifest.kind == POINTS else 1)  # key points: (x, y) each
+    # segmentation: a probability per code and pixel, softmaxed over the codes (axis 1) inside the graph
+    shape = [-1, n_outputs, size, size] if manifest.kind == SEGMENTATION else [-1, n_outputs]
     manifest.onnx = OnnxExport(
         file=out.name,
         sha256=sha256_file(out),
         opset=OPSET,
         input=TensorSpec(name="input", shape=[-1, 3, size, size], dtype="float32"),
-        output=TensorSpec(name="probabilities", shape=[-1, n_outputs], dtype="float32"),
+        output=TensorSpec(name="probabilities", shape=shape, dtype="float32"),
         activation=activation,
         max_abs_diff=diff,
     )

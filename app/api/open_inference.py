@@ -6,7 +6,9 @@ bytes). Outputs: `probabilities` FP32 [N, classes] in the order of /metadata's `
 model's are each label's own sigmoid), `label` BYTES [N] (the most likely class) and, for a multi-label model,
 `labels` BOOL [N, classes]: the labels over the threshold (learn.predict's mask; the request's
 `parameters.threshold`, else the learner's own). A regression answers `values` FP32 [N, values]; a key point model
-`points` FP32 [N, points, 2], (x, y) in the pixels of the uploaded image.
+`points` FP32 [N, points, 2], (x, y) in the pixels of the uploaded image. A segmentation model answers `mask` UINT8
+[N, H, W] (UINT16 past 256 codes), each pixel's code index at the uploaded image's size (the images of one request
+must then have one size), and `shares` FP32 [N, codes], the share of the pixels of each code.
 Binary tensor data (the Triton extension) is not supported: clients send JSON (tritonclient: binary_data=False).
 
 A body is parsed under a memory charge (`parsed_bytes`): JSON expands (a 2-byte `{}` becomes a 64-byte dict and
@@ -24,18 +26,23 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.core.errors import CoreError, FileTooLarge, TooManyFiles
-from app.core.prediction import Answer, Points, Prediction, Values
-from training.manifest import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from app.core.prediction import Answer, Mask, Points, Prediction, Values
+from training.manifest import MULTI_LABEL, REGRESSION, SEGMENTATION, SINGLE_LABEL
 from training.manifest import POINTS as KEY_POINTS
 
 INPUT = "image"
 PROBABILITIES, LABEL, LABELS, VALUES, POINTS = "probabilities", "label", "labels", "values", "points"
+MASK, SHARES = "mask", "shares"
 OUTPUTS: dict[str, tuple[str, ...]] = {  # each kind's outputs
     SINGLE_LABEL: (PROBABILITIES, LABEL),
     MULTI_LABEL: (PROBABILITIES, LABEL, LABELS),
     REGRESSION: (VALUES,),
     KEY_POINTS: (POINTS,),
+    SEGMENTATION: (MASK, SHARES),
 }
+# The memory a mask output holds per pixel while the answer is made: a list slot (8), its copy in the validated
+# model (8) and the JSON text (up to 4 characters, as str and as bytes), with room to spare.
+MASK_ANSWER_BYTES_PER_PIXEL = 40
 
 Parameters = dict[str, Any]
 
@@ -166,6 +173,7 @@ def model_metadata(
     shapes = {
         PROBABILITIES: ("FP32", [-1, n]), LABEL: ("BYTES", [-1]), LABELS: ("BOOL", [-1, n]),
         VALUES: ("FP32", [-1, n]), POINTS: ("FP32", [-1, n, 2]),
+        MASK: (mask_datatype(n), [-1, -1, -1]), SHARES: ("FP32", [-1, n]),
     }  # fmt: skip
     return ModelMetadata(
         name=name,
@@ -174,6 +182,22 @@ def model_metadata(
         inputs=[TensorMetadata(name=INPUT, datatype="BYTES", shape=[-1])],
         outputs=[TensorMetadata(name=o, datatype=shapes[o][0], shape=shapes[o][1]) for o in OUTPUTS[kind]],
     )
+
+
+def mask_datatype(codes: int) -> str:
+    return "UINT8" if codes <= 256 else "UINT16"
+
+
+def mask_size(answers: Sequence[Answer]) -> tuple[int, int]:
+    """(width, height) of the masks of one request, which must be one: a tensor [N, H, W] has one H and W."""
+    sizes = {a.size for a in answers if isinstance(a, Mask)}
+    if len(sizes) > 1:
+        found = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+        raise InvalidInferenceRequest(
+            f"The images have different sizes ({found}): the mask output is one tensor [N, H, W], so send images "
+            "of one size per request (or one image per request)."
+        )
+    return next(iter(sizes), (0, 0))
 
 
 def threshold_of(request: InferenceRequest, learners: float | None) -> float | None:
@@ -249,6 +273,8 @@ def inference_response(
     """`threshold`: a multi-label model's (the `labels` output); `n_outputs`: its classes, values or points."""
     n = len(answers)
     predictions = [a for a in answers if isinstance(a, Prediction)]
+    masks = [a for a in answers if isinstance(a, Mask)]
+    width, height = mask_size(masks)
     outputs = {
         PROBABILITIES: lambda: ResponseOutput(
             name=PROBABILITIES, datatype="FP32", shape=[n, n_outputs],
@@ -267,6 +293,14 @@ def inference_response(
         POINTS: lambda: ResponseOutput(
             name=POINTS, datatype="FP32", shape=[n, n_outputs, 2],
             data=[c for a in answers if isinstance(a, Points) for point in a.points for c in point],
+        ),
+        MASK: lambda: ResponseOutput(
+            name=MASK, datatype=mask_datatype(n_outputs), shape=[n, height, width],
+            data=[code for m in masks for code in m.ids.ravel().tolist()],
+        ),
+        SHARES: lambda: ResponseOutput(
+            name=SHARES, datatype="FP32", shape=[n, n_outputs],
+            data=[share for m in masks for share in m.shares(n_outputs)],
         ),
     }  # fmt: skip
     return InferenceResponse(

@@ -112,8 +112,50 @@ class PointsAnswer(BaseModel):
     }
 
 
+class SegmentationAnswer(BaseModel):
+    kind: Literal["segmentation"] = Field(description="what the model predicts: a code for every pixel")
+    codes: list[str] = Field(description="the model's codes: a mask pixel of value i is codes[i]")
+    width: int = Field(
+        description="the mask's width: the uploaded image's, in its pixels (EXIF rotation applied)"
+    )
+    height: int = Field(description="the mask's height: the uploaded image's")
+    shares: dict[str, float] = Field(description="code -> the share of the image's pixels given that code")
+    mask: str = Field(
+        description="the mask, base64 of an 8-bit greyscale PNG (16-bit past 256 codes) the size of the upload, "
+        "pixel value = code index: learn.predict's mask at the model's input size, mapped back through the "
+        "learner's resize (nearest neighbour; pixels a crop cut away take the nearest seen pixel's code). A PNG "
+        "because it is lossless, small for masks and decoded by every language; `Accept: image/png` answers it "
+        "without the JSON"
+    )
+    overlay: str | None = Field(
+        None,
+        description="with overlay=true: base64 of a PNG of the upload with the codes' colours blended in and a "
+        "legend under it",
+    )
+    legend: dict[str, str] = Field(
+        description="code -> its colour in the overlay (#rrggbb), for a client that draws the mask itself"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "kind": "segmentation",
+                    "codes": ["background", "road", "car"],
+                    "width": 640,
+                    "height": 480,
+                    "shares": {"background": 0.61, "road": 0.31, "car": 0.08},
+                    "legend": {"background": "#000000", "road": "#e6194b", "car": "#3cb44b"},
+                    "mask": "iVBORw0KGgoAAAANSUhEUgAAAoAAAAHgCAAAAAA...",
+                }
+            ]
+        }
+    }
+
+
 PredictionResponse = Annotated[
-    SingleLabelAnswer | MultiLabelAnswer | RegressionAnswer | PointsAnswer, Field(discriminator="kind")
+    SingleLabelAnswer | MultiLabelAnswer | RegressionAnswer | PointsAnswer | SegmentationAnswer,
+    Field(discriminator="kind"),
 ]
 
 
@@ -133,6 +175,10 @@ class PointsFile(PointsAnswer):
     filename: str = Field(description="the uploaded file's name, sanitised")
 
 
+class SegmentationFile(SegmentationAnswer):
+    filename: str = Field(description="the uploaded file's name, sanitised")
+
+
 class ErrorBody(BaseModel):
     code: str
     detail: str
@@ -144,9 +190,9 @@ class BatchError(BaseModel):
 
 
 class BatchResponse(BaseModel):
-    results: list[SingleLabelFile | MultiLabelFile | RegressionFile | PointsFile | BatchError] = Field(
-        description="one entry per uploaded file, in upload order"
-    )
+    results: list[
+        SingleLabelFile | MultiLabelFile | RegressionFile | PointsFile | SegmentationFile | BatchError
+    ] = Field(description="one entry per uploaded file, in upload order")
 
 
 class ErrorResponse(BaseModel):
@@ -184,7 +230,8 @@ class ModelSummary(BaseModel):
     )
     arch: str | None
     kind: str | None = Field(
-        None, description="single-label classifier, multi-label classifier, regression or key points"
+        None,
+        description="single-label classifier, multi-label classifier, regression, key points or segmentation",
     )
     classes: int | None = Field(description="number of classes")
     accuracy: float | None = Field(

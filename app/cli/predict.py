@@ -18,9 +18,9 @@ from typing import Any, TextIO
 from app.cli.explain_files import write_overlays
 from app.config import Settings
 from app.core.files import classify_files
-from app.core.prediction import ItemError
+from app.core.prediction import ItemError, Mask
 from app.core.repository import open_model
-from app.scoring.output import Row, columns, csv_row, ranked, row_of
+from app.scoring.output import Row, columns, csv_row, ranked, row_of, write_mask
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -35,11 +35,17 @@ def collect(paths: list[Path]) -> list[Path]:
 
 
 async def predict_rows(
-    settings: Settings, files: list[Path], top_k: int, keep_going: bool, explain: Path | None = None
+    settings: Settings,
+    files: list[Path],
+    top_k: int,
+    keep_going: bool,
+    explain: Path | None = None,
+    masks: Path = Path("masks"),
 ) -> tuple[list[Row], list[str], int]:
     """One row per file (scoring's row shape), in order, the table's columns for the model's kind, and how many
     classified files could not be explained; without `keep_going`, up to the first failure. With `explain`, one
-    overlay per classified file is written there."""
+    overlay per classified file is written there; a segmentation's masks are written into `masks` (scoring's
+    `mask_file` names)."""
     from tqdm import tqdm
 
     rows: list[Row] = []
@@ -53,6 +59,8 @@ async def predict_rows(
         async for paths, outcomes in classify_files(unit, files, settings.max_upload_bytes):
             for path, outcome in zip(paths, outcomes, strict=True):
                 rows.append(row_of(str(path), outcome, unit.classes, k, manifest.labels_threshold))
+                if isinstance(outcome, Mask):
+                    rows[-1]["mask"] = write_mask(masks, str(path), outcome)
                 if isinstance(outcome, ItemError) and not keep_going:
                     bar.close()
                     return rows, names, 0
@@ -66,14 +74,18 @@ async def predict_rows(
 
 
 def outputs(row: Row, names: list[str]) -> list[str]:
-    """A regression's or key points' output columns present in a row (everything but path, error, detail)."""
-    return [n for n in names if n in row and n not in ("path", "error", "detail")]
+    """A regression's, key points' or segmentation's number columns present in a row (everything but path, mask,
+    error, detail)."""
+    return [n for n in names if n in row and n not in ("path", "mask", "error", "detail")]
 
 
 def as_json(row: Row, names: list[str]) -> dict[str, Any]:
     """The API's shapes: a prediction with `top` (and `labels`), values, points, or `error: {code, detail}`."""
     if "error" in row:
         return {"path": row["path"], "error": {"code": row["error"], "detail": row["detail"]}}
+    if "mask" in names:  # segmentation: the shares by code, and the mask file written
+        shares = {n[len("share_") :]: round(row[n], 6) for n in outputs(row, names)}
+        return {"path": row["path"], "shares": shares, "mask": row.get("mask")}
     if "label" not in row and names[1:2] and names[1].endswith("_x"):  # key points, as the API answers them
         pairs = outputs(row, names)
         points = [{"name": x[: -len("_x")], "x": round(row[x], 6), "y": round(row[y], 6)}
@@ -113,8 +125,9 @@ def table(rows: list[Row], names: list[str]) -> str:
     for r in rows:
         if "error" in r:
             cells.append((r["path"], "-", "-", f"error: {r['error']} ({r['detail']})"))
-        elif "label" not in r:  # regression or key points
-            cells.append((r["path"], "-", "-", ", ".join(f"{n} {r[n]:.4g}" for n in outputs(r, names))))
+        elif "label" not in r:  # regression, key points or segmentation (then the mask file too)
+            numbers = ", ".join(f"{n} {r[n]:.4g}" for n in outputs(r, names))
+            cells.append((r["path"], "-", "-", numbers + (f" -> {r['mask']}" if "mask" in r else "")))
         elif "labels" in r:  # multi-label: the labels over the threshold, then every label's probability
             every = ", ".join(f"{label} {p:.3f}" for label, p in ranked(r))
             cells.append((r["path"], r["labels"] or "(none)", f"{r['probability']:.4f}", every))
@@ -143,6 +156,7 @@ def run_predict(
     keep_going: bool,
     model_given: bool,
     explain: Path | None = None,
+    masks: Path = Path("masks"),
 ) -> int:
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -159,7 +173,7 @@ def run_predict(
         )
         return 2
     k = top_k or settings.top_k
-    rows, names, unexplained = asyncio.run(predict_rows(settings, files, k, keep_going, explain))
+    rows, names, unexplained = asyncio.run(predict_rows(settings, files, k, keep_going, explain, masks))
     write(rows, fmt, names, sys.stdout)
     if unexplained:  # each one's reason is on stderr already
         print(f"{unexplained} of {len(rows)} files could not be explained", file=sys.stderr)

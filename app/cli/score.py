@@ -18,7 +18,7 @@ from app.core.errors import CoreError, ModelRequired
 from app.core.files import classify_files
 from app.core.process_plan import Oversubscribed, available_cores, plan
 from app.core.repository import open_model
-from app.scoring.output import Journal, Row, columns, done_rows, journal_path, row_of, write_table
+from app.scoring.output import Journal, Row, chunk_rows, columns, done_rows, journal_path, write_table
 from app.scoring.processes import WORTH_IT, process_rows
 from app.scoring.sources import BadSource, is_uri, list_inputs
 from training.manifest import read_manifest
@@ -56,11 +56,21 @@ class Summary:
                 f"{self.seconds:.1f} s ({self.warm_up:.1f} s to load the model): {rate:,.1f} img/s")  # fmt: skip
 
 
+def masks_folder(out: Path) -> Path:
+    """Where `score` writes a segmentation's masks: beside OUT, in OUT's name without its suffix + `.masks`
+    (predictions.parquet -> predictions.masks/)."""
+    return out.with_name(f"{out.stem}.masks")
+
+
 def local_rows(
-    settings: Settings, paths: list[str], top_k: int, threshold: float | None = None
+    settings: Settings,
+    paths: list[str],
+    top_k: int,
+    threshold: float | None = None,
+    masks: Path | None = None,
 ) -> Iterator[list[Row]]:
     """Chunks of rows from the unit, in order (an event loop of its own, driven chunk by chunk so the journal is
-    written as rows come; the model thread works beside it)."""
+    written as rows come; the model thread works beside it). A segmentation's masks are written into `masks`."""
     with asyncio.Runner() as runner:
         context = open_model(settings)
         unit = runner.run(context.__aenter__())
@@ -68,10 +78,7 @@ def local_rows(
             chunks = classify_files(unit, [Path(p) for p in paths], settings.max_upload_bytes)
             while (chunk := runner.run(anext(chunks, None))) is not None:
                 done, outcomes = chunk
-                yield [
-                    row_of(str(p), o, unit.classes, top_k, threshold)
-                    for p, o in zip(done, outcomes, strict=True)
-                ]
+                yield chunk_rows(done, outcomes, unit.classes, top_k, threshold, masks)
         finally:
             runner.run(chunks.aclose())
             runner.run(context.__aexit__(None, None, None))
@@ -177,6 +184,6 @@ def engine_rows(settings: Settings, job: ScoreJob, todo: list[str]) -> Iterator[
         if chosen.workers > 1 and len(todo) >= WORTH_IT:
             print(f"scoring in {chosen.workers} processes, {chosen.threads} torch thread(s) each ({chosen.why})",
                   file=sys.stderr)  # fmt: skip
-            yield from process_rows(settings, todo, job.top_k, job.threshold, chosen)
+            yield from process_rows(settings, todo, job.top_k, job.threshold, masks_folder(job.out), chosen)
         else:
-            yield from local_rows(settings, todo, job.top_k, job.threshold)
+            yield from local_rows(settings, todo, job.top_k, job.threshold, masks_folder(job.out))

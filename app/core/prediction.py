@@ -1,16 +1,17 @@
-"""What one item gives: a Prediction (classifiers), Values (regression), Points (key points), or an ItemError that
-says why this item (only) failed. `decode` turns a batch of model outputs (after the loss's activation) into them."""
+"""What one item gives: a Prediction (classifiers), Values (regression), Points (key points), a Mask (segmentation),
+or an ItemError that says why this item (only) failed. `decode` turns a batch of model outputs (after the loss's activation) into them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from app.core.errors import CoreError
-from training.manifest import POINTS, REGRESSION
+from training.manifest import POINTS, REGRESSION, SEGMENTATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +56,51 @@ class Points:
     points: tuple[tuple[float, float], ...]
 
 
-Answer = Prediction | Values | Points
+Ids = NDArray[Any]  # a mask's codes: uint8, or uint16 past 256 codes
+
+
+@dataclass(frozen=True, slots=True)
+class Mask:
+    """A segmentation: the code of every pixel (uint8 [H, W], uint16 past 256 codes; an index into the manifest's
+    `classes`). At the model's input size as the backend decodes it (learn.predict's TensorMask), then at the uploaded
+    image's size once the unit maps it back through the resize, with `png`, that mask as a greyscale PNG."""
+
+    ids: Ids
+    png: bytes = b""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)"""
+        return int(self.ids.shape[1]), int(self.ids.shape[0])
+
+    def shares(self, codes: int) -> tuple[float, ...]:
+        """The share of the pixels of each code, in the order of the codes (they add up to 1)."""
+        counts = np.bincount(self.ids.ravel(), minlength=codes)[:codes]
+        return tuple((counts / max(1, self.ids.size)).tolist())
+
+
+Answer = Prediction | Values | Points | Mask
 Outcome = Answer | ItemError
 
 
 def decode(kind: str, outputs: NDArray[np.float32], classes: Sequence[str], input_size: int) -> list[Answer]:
     """One answer per row of an [N, outputs] array: probabilities for a classifier, values for a regression, and
-    for key points values in -1..1 across the input, unscaled as fastai's PointScaler decodes them."""
+    for key points values in -1..1 across the input, unscaled as fastai's PointScaler decodes them. A segmentation's
+    outputs are [N, codes, H, W] probabilities: each pixel's most likely code (as CrossEntropyLossFlat(axis=1)
+    decodes; the first of equal ones, as torch's argmax)."""
+    if kind == SEGMENTATION:
+        return [Mask(ids) for ids in mask_ids(outputs.argmax(axis=1), len(classes))]
     if kind == REGRESSION:
         return [Values(tuple(row)) for row in outputs.reshape(len(outputs), -1).tolist()]
     if kind == POINTS:
         pixels = (outputs.reshape(len(outputs), -1, 2).astype(np.float64) + 1) * input_size / 2
         return [Points(tuple((x, y) for x, y in row)) for row in pixels.tolist()]
     return list(from_probabilities(outputs, classes))
+
+
+def mask_ids(argmax: NDArray[np.int64], codes: int) -> Ids:
+    """Class ids in the smallest type that holds them: uint8 up to 256 codes (a PNG's 8-bit greyscale)."""
+    return argmax.astype(np.uint8 if codes <= 256 else np.uint16)
 
 
 def from_probabilities(probs: NDArray[np.float32], classes: Sequence[str]) -> list[Prediction]:

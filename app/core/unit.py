@@ -25,12 +25,13 @@ from app.core.batcher import Batcher, ModelWorker
 from app.core.budget import MemoryBudget, request_scope
 from app.core.errors import CoreError, NotReady, OverBudget
 from app.core.imaging import load_rgb, open_image, working_bytes
+from app.core.masks import ANSWER_BYTES_PER_PIXEL, png_of, to_image
 from app.core.metadata import header_bytes
 from app.core.observer import Observer
-from app.core.prediction import Answer, ItemError, Outcome, Points, Prediction
+from app.core.prediction import Answer, ItemError, Mask, Outcome, Points, Prediction
 from app.core.preprocess import input_to_image, resize_working_bytes
 from app.core.verify import VerifiedFile
-from training.manifest import POINTS, Manifest
+from training.manifest import POINTS, SEGMENTATION, Manifest
 
 Item = bytes | ItemError
 # Below this decoding working set (a 128x128 RGB image) an image is decoded without a hop to a thread: on the model
@@ -48,7 +49,8 @@ class _Small:
 
 @dataclass(frozen=True, slots=True)
 class _Sized:
-    """A prepared input with the size of the image it came from (key points are answered in that image's pixels)."""
+    """A prepared input with the size of the image it came from (key points and masks are answered in that image's
+    pixels)."""
 
     input: Any
     size: tuple[int, int]  # (width, height) of the decoded upload, EXIF rotation applied
@@ -81,7 +83,9 @@ class ModelUnit:
         self.input_bytes = 3 * backend.input_size * backend.input_size  # a uint8 RGB input at model size
         self.file = file
         self._resize = file.manifest.preprocessing
-        self._points = file.manifest.kind == POINTS  # answered in the upload's pixels: its size travels along
+        # answered in the upload's pixels: its size travels along
+        self._sized = file.manifest.kind in (POINTS, SEGMENTATION)
+        self._masks = file.manifest.kind == SEGMENTATION
         self.backend = backend
         self.limits = limits
         self.observer = observer
@@ -132,6 +136,7 @@ class ModelUnit:
                     held += cost
                 inputs = [p for p in prepared if not isinstance(p, ItemError)]
                 outcomes = await self.batcher.submit(inputs, announced) if inputs else []
+                outcomes = [await self._encoded(o) for o in outcomes]
             if self.observer and outcomes:
                 self.observer.predicted(self.name, self._labels_given(outcomes))
             answers = iter(outcomes)
@@ -159,10 +164,11 @@ class ModelUnit:
             image = await self._open(item, text)
         except CoreError as e:
             return ItemError.of(e), 0
-        keep = self.input_bytes
         width, height = image.size
+        answer = ANSWER_BYTES_PER_PIXEL * width * height if self._masks else 0  # a mask the upload's size
+        keep = self.input_bytes + answer
         resize = resize_working_bytes(self._resize.resize_method, self._resize.size, width, height)
-        charge = max(working_bytes(image) + resize, keep)
+        charge = max(working_bytes(image) + resize, self.input_bytes) + answer
         try:
             await self.budget.acquire(charge, "this image")
         except OverBudget as e:
@@ -204,7 +210,7 @@ class ModelUnit:
             prepared = self.backend.prepare(rgb)
         except CoreError as e:
             return ItemError.of(e)
-        return _Sized(prepared, rgb.size) if self._points else prepared
+        return _Sized(prepared, rgb.size) if self._sized else prepared
 
     def _labels_given(self, outcomes: Sequence[Outcome]) -> list[str]:
         predictions = [o for o in outcomes if isinstance(o, Prediction)]
@@ -221,7 +227,13 @@ class ModelUnit:
         return [r if isinstance(r, ItemError) else self._in_image(next(answers), r) for r in ready]
 
     def _in_image(self, answer: Answer, item: Any) -> Answer:
-        """Key points from the model's input back to the uploaded image's pixels (through the learner's resize)."""
+        """Key points and masks from the model's input back to the uploaded image's pixels (through the learner's
+        resize)."""
+        if isinstance(answer, Mask) and isinstance(item, _Sized):
+            pre = self._resize
+            return Mask(
+                to_image(answer.ids, pre.resize_method, pre.size, self.backend.input_size, *item.size)
+            )
         if not (isinstance(answer, Points) and isinstance(item, _Sized)):
             return answer
         sx, sy, ox, oy = input_to_image(self._resize.resize_method, self._resize.size, *item.size)
@@ -229,6 +241,17 @@ class ModelUnit:
         # 224) resizes once more after the Resize this undoes.
         presized = self._resize.size / self.backend.input_size
         return Points(tuple((ox + x * presized * sx, oy + y * presized * sy) for x, y in answer.points))
+
+    async def _encoded(self, outcome: Outcome) -> Outcome:
+        """A mask with its PNG, encoded off the model thread (in a worker thread for a large one): its memory was
+        charged with the image's (ANSWER_BYTES_PER_PIXEL) and is held until classify returns (the route then makes its
+        answer without an await: no other request is granted memory meanwhile)."""
+        if not isinstance(outcome, Mask):
+            return outcome
+        if outcome.ids.size * ANSWER_BYTES_PER_PIXEL <= SMALL_BYTES:
+            return Mask(outcome.ids, png_of(outcome.ids))
+        png = await asyncio.get_running_loop().run_in_executor(None, png_of, outcome.ids)
+        return Mask(outcome.ids, png)
 
     def _batch_done(self, size: int, seconds: float) -> None:
         if self.observer:

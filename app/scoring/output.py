@@ -1,6 +1,7 @@
 """Rows of the output table, written as CSV or Parquet, with `--resume`.
 
-Columns: path, (for a multi-label model) labels: those over its threshold, separated by spaces, then label,
+Columns: path, (a regression) its values, (key points) NAME_x and NAME_y, (segmentation) share_CODE for each code and
+`mask`, the mask PNG written for the input (`mask_file`); (a classifier) (multi-label) labels: those over its threshold, separated by spaces, then label,
 probability, label_2, probability_2, ... label_K, probability_K (the top-k beyond the first), error (the API's stable
 codes) and detail; a failed file has only path, error and detail. CSV cells that
 a spreadsheet would run as a formula are escaped (csv_cell); Parquet holds the values as they are. While a job
@@ -11,13 +12,14 @@ chunk; at the end the output is written in input order and the journal removed. 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.core.prediction import ItemError, Outcome, Points, Values
-from training.manifest import MULTI_LABEL, POINTS, REGRESSION, SINGLE_LABEL
+from app.core.prediction import ItemError, Mask, Outcome, Points, Values
+from training.manifest import MULTI_LABEL, POINTS, REGRESSION, SEGMENTATION, SINGLE_LABEL
 
 Row = dict[str, Any]
 
@@ -28,6 +30,10 @@ def columns(top_k: int, kind: str = SINGLE_LABEL, names: Sequence[str] = ()) -> 
         middle = list(names)
     elif kind == POINTS:
         middle = [f"{name}_{axis}" for name in names for axis in "xy"]
+    elif (
+        kind == SEGMENTATION
+    ):  # the share of the pixels of each code, and the mask file written for the image
+        middle = [*(share_column(name) for name in names), "mask"]
     else:
         extra = [c for i in range(2, top_k + 1) for c in (f"label_{i}", f"probability_{i}")]
         middle = [*(["labels"] if kind == MULTI_LABEL else []), "label", "probability", *extra]
@@ -49,12 +55,52 @@ def row_of(
             for n, p in zip(classes, outcome.points, strict=True)
             for axis, v in zip("xy", p, strict=False)
         }
+    if isinstance(outcome, Mask):
+        return row | {share_column(n): v for n, v in zip(classes, outcome.shares(len(classes)), strict=True)}
     if threshold is not None:
         row["labels"] = " ".join(label for label, _ in outcome.over(classes, threshold))
     for rank, (label, probability) in enumerate(outcome.top(classes, top_k), start=1):
         row[f"label{suffix(rank)}"] = label
         row[f"probability{suffix(rank)}"] = probability
     return row
+
+
+def share_column(code: str) -> str:
+    return f"share_{code}"
+
+
+def mask_file(folder: Path, path: str) -> Path:
+    """Where a segmentation's mask of the input `path` goes in `folder`: NAME-HASH.png, the input's name and 8 hex
+    characters of its path's sha256 (inputs of one name in several folders get files of their own; a rerun or
+    --resume writes the same file)."""
+    digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+    return folder / f"{Path(path).stem}-{digest}.png"
+
+
+def chunk_rows(
+    paths: Sequence[Path | str],
+    outcomes: Sequence[Outcome],
+    classes: Sequence[str],
+    top_k: int,
+    threshold: float | None,
+    masks: Path | None,
+) -> list[Row]:
+    """The rows of one chunk of files; a segmentation's masks written into `masks` (the `mask` column)."""
+    rows = [row_of(str(p), o, classes, top_k, threshold) for p, o in zip(paths, outcomes, strict=True)]
+    for row, outcome in zip(rows, outcomes, strict=True):
+        if isinstance(outcome, Mask) and masks is not None:
+            row["mask"] = write_mask(masks, row["path"], outcome)
+    return rows
+
+
+def write_mask(folder: Path, path: str, mask: Mask) -> str:
+    """The mask PNG of `path` written into `folder` (atomically); its path, for the `mask` column."""
+    target = mask_file(folder, path)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.tmp")
+    staged.write_bytes(mask.png)
+    os.replace(staged, target)
+    return str(target)
 
 
 # A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"): a file named
@@ -112,9 +158,13 @@ def read_rows(path: Path) -> list[Row]:
 
 
 def is_text(column: str) -> bool:
-    """path, labels, label, label_N, error, detail hold text; every other column a number (probabilities,
+    """path, labels, label, label_N, mask, error, detail hold text; every other column a number (probabilities,
     a regression's values, key points' coordinates)."""
-    return column in ("path", "labels", "error", "detail") or column == "label" or column.startswith("label_")
+    return (
+        column in ("path", "labels", "error", "detail", "mask")
+        or column == "label"
+        or column.startswith("label_")
+    )
 
 
 def _typed(column: str, value: str) -> Any:

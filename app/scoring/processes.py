@@ -22,7 +22,7 @@ from app.core.files import classify_files
 from app.core.process_plan import Plan, share
 from app.core.repository import open_model
 from app.core.unit import ModelUnit
-from app.scoring.output import Row, row_of
+from app.scoring.output import Row, chunk_rows
 
 # Enough files per chunk that each process keeps its batches full and a hand-off is rare next to the work.
 CHUNK = 256
@@ -34,8 +34,8 @@ class _Scorer:
     """One process's model, opened on its first chunk (a load error then reaches the parent as the chunk's
     exception, instead of a pool that restarts a failing initialiser forever)."""
 
-    def __init__(self, settings: Settings, top_k: int, threshold: float | None) -> None:
-        self.settings, self.top_k, self.threshold = settings, top_k, threshold
+    def __init__(self, settings: Settings, top_k: int, threshold: float | None, masks: Path | None) -> None:
+        self.settings, self.top_k, self.threshold, self.masks = settings, top_k, threshold, masks
         self.runner: asyncio.Runner | None = None
         self.context: AbstractAsyncContextManager[ModelUnit] | None = None
         self.unit: ModelUnit | None = None
@@ -53,16 +53,16 @@ class _Scorer:
         async for done, outcomes in classify_files(
             unit, [Path(p) for p in paths], self.settings.max_upload_bytes
         ):
-            rows += [row_of(str(p), o, unit.classes, self.top_k, self.threshold) for p, o in zip(done, outcomes, strict=True)]  # fmt: skip
+            rows += chunk_rows(done, outcomes, unit.classes, self.top_k, self.threshold, self.masks)
         return rows
 
 
 _scorer: _Scorer | None = None
 
 
-def _start(settings: Settings, top_k: int, threshold: float | None) -> None:
+def _start(settings: Settings, top_k: int, threshold: float | None, masks: Path | None) -> None:
     global _scorer
-    _scorer = _Scorer(settings, top_k, threshold)
+    _scorer = _Scorer(settings, top_k, threshold, masks)
 
 
 def _score(paths: list[str]) -> list[Row]:
@@ -71,7 +71,12 @@ def _score(paths: list[str]) -> list[Row]:
 
 
 def process_rows(
-    settings: Settings, paths: list[str], top_k: int, threshold: float | None, chosen: Plan
+    settings: Settings,
+    paths: list[str],
+    top_k: int,
+    threshold: float | None,
+    masks: Path | None,
+    chosen: Plan,
 ) -> Iterator[list[Row]]:
     """Chunks of rows, in order, from `chosen.workers` processes with `chosen.threads` torch threads each."""
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(
@@ -80,6 +85,6 @@ def process_rows(
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
     context: Any = multiprocessing.get_context("spawn")
     with context.Pool(
-        chosen.workers, initializer=_start, initargs=(share(settings, chosen), top_k, threshold)
+        chosen.workers, initializer=_start, initargs=(share(settings, chosen), top_k, threshold, masks)
     ) as pool:
         yield from pool.imap(_score, chunks)

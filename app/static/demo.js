@@ -1,7 +1,9 @@
 // The demo page: choose, drop or paste an image; POST it to the model; draw the top classes as bars.
 // A multi-label model's answer lists every label: its labels over the threshold are shown as chips, and the
 // threshold slider re-reads the same answer (strictly over, as learn.predict decodes) without asking again.
-// A regression's values are listed by name; key points are drawn on the image (they come in its own pixels).
+// A regression's values are listed by name; key points are drawn on the image (they come in its own pixels); a
+// segmentation's mask (a PNG of code indexes, the image's size) is coloured over the image with the answer's
+// legend colours, and each code is listed with its colour and share of the pixels.
 // With several models, a picker chooses which (GET /models; POST /models/{name}/predict).
 // The "why?" toggle asks POST /explain for the same image and shows its Grad-CAM overlay beside the answer.
 // When the server captures (GET /capture), "wrong? tell us" sends a classifier's answer's right label to
@@ -142,6 +144,7 @@
     const preview = $("preview");
     if (preview.src) URL.revokeObjectURL(preview.src);
     $("points-layer").replaceChildren();
+    clearMask();
     preview.onload = () => {
       const { naturalWidth: w, naturalHeight: h } = preview;
       $("points-layer").setAttribute("viewBox", `0 0 ${w} ${h}`);
@@ -191,6 +194,7 @@
     $("chips").replaceChildren();
     $("chips").hidden = true;
     $("points-layer").replaceChildren();
+    clearMask();
     clearWhy();
     hideFeedback();
     lastAnswer = null;
@@ -259,6 +263,52 @@
     $("points-layer").replaceChildren(...dots);
   }
 
+  function clearMask() {
+    const layer = $("mask-layer");
+    layer.hidden = true;
+    layer.width = 0;
+    layer.height = 0;
+  }
+
+  // The mask PNG's grey value of each pixel is its code: painted in that code's legend colour, half transparent.
+  function drawMask(result) {
+    const picture = new Image();
+    picture.onload = () => {
+      const layer = $("mask-layer");
+      layer.width = result.width;
+      layer.height = result.height;
+      const context = layer.getContext("2d", { willReadFrequently: true });
+      context.drawImage(picture, 0, 0);
+      const pixels = context.getImageData(0, 0, result.width, result.height);
+      const colours = result.codes.map((code) => rgb(result.legend[code]));
+      const data = pixels.data;
+      for (let i = 0; i < data.length; i += 4) {
+        const [r, g, b] = colours[data[i]] || [255, 255, 255];
+        data[i] = r;
+        data[i + 1] = g;
+        data[i + 2] = b;
+        data[i + 3] = 128;
+      }
+      context.putImageData(pixels, 0, 0);
+      layer.hidden = false;
+    };
+    picture.src = `data:image/png;base64,${result.mask}`;
+  }
+
+  function rgb(hex) {
+    const value = parseInt(String(hex || "#ffffff").slice(1), 16);
+    return [(value >> 16) & 255, (value >> 8) & 255, value & 255];
+  }
+
+  function legendRow(code, colour, share) {
+    const item = output(code, percent(share));
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.backgroundColor = colour;
+    item.firstChild.prepend(swatch);
+    return item;
+  }
+
   function number(x) {
     return Math.abs(x) >= 100 ? x.toFixed(1) : x.toPrecision(4);
   }
@@ -282,6 +332,14 @@
       $("label").textContent = result.values.map((v) => number(v.value)).join(" · ");
       $("confidence").textContent = result.values.length === 1 ? "predicted value" : "predicted values";
       $("bars").replaceChildren(...result.values.map((v) => output(v.name, number(v.value))));
+      return;
+    }
+    if (typeof result.mask === "string" && Array.isArray(result.codes)) {
+      const ranked = [...result.codes].sort((a, b) => result.shares[b] - result.shares[a]);
+      $("label").textContent = ranked[0] || "–";
+      $("confidence").textContent = `mask of ${result.codes.length} codes over the image; share of its pixels`;
+      $("bars").replaceChildren(...result.codes.map((c) => legendRow(c, result.legend[c], result.shares[c])));
+      drawMask(result);
       return;
     }
     if (Array.isArray(result.points)) {

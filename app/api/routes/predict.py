@@ -14,18 +14,20 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.api.capturing import note
 from app.api.errors import item_error
+from app.api.masks import PNG_RESPONSE, Overlay, OverlayUnsupported, mask_answer, segmentation_response
 from app.api.policy import Body, Key, policy
 from app.api.schemas import BatchResponse, PredictionResponse, error_responses
 from app.api.uploads import RAW_TYPES, SeveralFiles, Upload, read_uploads
 from app.config import Settings
 from app.core.errors import CoreError, TooManyFiles
-from app.core.prediction import Answer, ItemError, Points, Values
+from app.core.prediction import Answer, ItemError, Mask, Points, Values
 from app.core.repository import ModelRepository
 from app.core.unit import ModelUnit
+from training.manifest import SEGMENTATION
 
 router = APIRouter(tags=["predict"])
 
@@ -35,7 +37,7 @@ TopK = Annotated[
         ge=1,
         le=1000,
         description="classifiers only: how many classes to list in `top` (default: the server's TOP_K); a "
-        "regression or key point model answers 422 top_k_not_applicable",
+        "regression, key point or segmentation model answers 422 top_k_not_applicable",
     ),
 ]
 Threshold = Annotated[
@@ -84,10 +86,11 @@ BATCH_BODY = {
 }
 SINGLE: dict[str, Any] = {
     "response_model": PredictionResponse,
-    "responses": error_responses(400, 404, 408, 413, 415, 422, 503),
+    "responses": {**PNG_RESPONSE, **error_responses(400, 404, 408, 413, 415, 422, 503)},
     "openapi_extra": {"requestBody": SINGLE_BODY},
     "description": "Send the image as multipart/form-data in field `file`, or as the request body itself with "
-    "its Content-Type (`curl --data-binary @x.png -H 'Content-Type: image/png'`).",
+    "its Content-Type (`curl --data-binary @x.png -H 'Content-Type: image/png'`). A segmentation model answers "
+    "its mask as a PNG instead of JSON for `Accept: image/png`.",
 }
 BATCH: dict[str, Any] = {
     "response_model": BatchResponse,
@@ -128,12 +131,23 @@ class Reading:
     threshold: float | None
 
     @classmethod
-    def of(cls, unit: ModelUnit, settings: Settings, top_k: int | None, threshold: float | None) -> Reading:
+    def of(
+        cls,
+        unit: ModelUnit,
+        settings: Settings,
+        top_k: int | None,
+        threshold: float | None,
+        overlay: bool = False,
+    ) -> Reading:
         manifest = unit.manifest
         if top_k is not None and not manifest.classifier:
             raise TopKNotApplicable(
                 f"top_k lists a classifier's most likely classes, and {unit.name} is a {manifest.kind}: its "
                 "answer is not a list of classes to cut; drop top_k"
+            )
+        if overlay and manifest.kind != SEGMENTATION:
+            raise OverlayUnsupported(
+                f"overlay applies to segmentation models; {unit.name} is a {manifest.kind}"
             )
         if not manifest.multi_label:
             if threshold is not None:
@@ -149,6 +163,8 @@ class Reading:
 def answer(outcome: Answer, reading: Reading) -> dict[str, Any]:
     """The JSON of one answer (PredictionResponse's shape for its kind, built without a model object on the hot
     path)."""
+    if isinstance(outcome, Mask):
+        return mask_answer(reading.kind, outcome, reading.classes)
     if isinstance(outcome, Values):
         values = [{"name": n, "value": v} for n, v in zip(reading.classes, outcome.values, strict=True)]
         return {"kind": reading.kind, "values": values}
@@ -176,7 +192,8 @@ async def predict_one(
     name: str | None,
     top_k: int | None,
     threshold: float | None,
-) -> JSONResponse:
+    overlay: bool = False,
+) -> Response:
     settings: Settings = request.state.settings
     resolve(repository, name)  # an unknown model is a 404 before the body is read
     uploads = await uploads_of(request, "file", settings, raw=True)
@@ -188,11 +205,15 @@ async def predict_one(
         )
     [upload] = uploads
     unit = resolve(repository, name)  # again, after the await: requests start on the current version
-    reading = Reading.of(unit, settings, top_k, threshold)
+    reading = Reading.of(unit, settings, top_k, threshold, overlay)
     [outcome] = await unit.classify([upload.data])
     headers = model_headers(unit)
     if isinstance(outcome, ItemError):
         return item_error(request.scope, outcome, headers)
+    if isinstance(outcome, Mask) and isinstance(upload.data, bytes):
+        return await segmentation_response(
+            request, reading.kind, outcome, reading.classes, upload.data, overlay, headers
+        )
     body = answer(outcome, reading)
     note(request, unit, upload.data, outcome, body)  # capture (app/api/capturing.py): nothing when off
     return JSONResponse(body, headers=headers)
@@ -228,8 +249,10 @@ async def predict_many(
 
 @router.post("/predict", summary="Classify one image with the default model", **SINGLE)
 @policy(Key.API, Body.SINGLE)
-async def predict(request: Request, top_k: TopK = None, threshold: Threshold = None) -> JSONResponse:
-    return await predict_one(request, request.state.repository, None, top_k, threshold)
+async def predict(
+    request: Request, top_k: TopK = None, threshold: Threshold = None, overlay: Overlay = False
+) -> Response:
+    return await predict_one(request, request.state.repository, None, top_k, threshold, overlay)
 
 
 @router.post("/predict/batch", summary="Classify several images with the default model", **BATCH)
@@ -241,9 +264,13 @@ async def predict_batch(request: Request, top_k: TopK = None, threshold: Thresho
 @router.post("/models/{name}/predict", summary="Classify one image with the named model", **SINGLE)
 @policy(Key.API, Body.SINGLE)
 async def predict_with(
-    name: ModelName, request: Request, top_k: TopK = None, threshold: Threshold = None
-) -> JSONResponse:
-    return await predict_one(request, request.state.repository, name, top_k, threshold)
+    name: ModelName,
+    request: Request,
+    top_k: TopK = None,
+    threshold: Threshold = None,
+    overlay: Overlay = False,
+) -> Response:
+    return await predict_one(request, request.state.repository, name, top_k, threshold, overlay)
 
 
 @router.post("/models/{name}/predict/batch", summary="Classify several images with the named model", **BATCH)

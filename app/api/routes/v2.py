@@ -8,6 +8,7 @@ it, with its index, in `{"error": "..."}` (the app's handlers answer every error
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from app.api.policy import Body, Key, Shape, policy
 from app.api.routes.health import check_ready
 from app.config import Settings
 from app.core.errors import CoreError, ModelNotFound
-from app.core.prediction import ItemError
+from app.core.prediction import ItemError, Mask
 from app.core.repository import ModelRepository
 from app.core.unit import Item, ModelUnit
 
@@ -218,10 +219,15 @@ async def infer_with(
             return item_error(scope, outcome, headers, detail)
     answers = [o for o in outcomes if not isinstance(o, ItemError)]
     kind = unit.manifest.kind
-    answer = oip.inference_response(
-        unit.name, unit.version, body, answers, kind, len(unit.classes), threshold
-    )
-    return JSONResponse(answer.model_dump(exclude_none=True), headers=headers)
+    pixels = sum(
+        a.ids.size for a in answers if isinstance(a, Mask)
+    )  # a segmentation's masks, as JSON numbers
+    held = repository.budget.hold(oip.MASK_ANSWER_BYTES_PER_PIXEL * pixels, "this request's masks as JSON")
+    async with held if pixels else contextlib.nullcontext():
+        answer = oip.inference_response(
+            unit.name, unit.version, body, answers, kind, len(unit.classes), threshold
+        )
+        return JSONResponse(answer.model_dump(exclude_none=True), headers=headers)
 
 
 INFER: dict[str, Any] = {
@@ -229,7 +235,9 @@ INFER: dict[str, Any] = {
     "response_model_exclude_none": True,
     "description": "Input `image`: BYTES, shape [N], each element a base64-encoded JPEG, PNG, WebP, GIF or BMP "
     "file. Outputs `probabilities` (FP32 [N, classes], in the order of the model's classes) and `label` "
-    "(BYTES [N]). One bad image fails the whole request; use /models/{name}/predict/batch for per-file errors.",
+    "(BYTES [N]); a regression `values`, key points `points`, a segmentation `mask` (UINT8 [N, H, W], the codes "
+    "at the uploaded images' size, which must be one) and `shares` (FP32 [N, codes]): see /v2/models/{name}. One bad "
+    "image fails the whole request; use /models/{name}/predict/batch for per-file errors.",
     "responses": error_responses(400, 404, 413, 415, 422, 503),
 }
 

@@ -27,10 +27,10 @@ from PIL import Image
 
 from app.core.backends import BackendKind
 from app.core.errors import ModelLoadError
-from app.core.prediction import Answer, decode
+from app.core.prediction import Answer, Mask, decode, mask_ids
 from app.core.preprocess import Preprocessor
 from app.core.verify import VerifiedFile, verified_bytes
-from training.manifest import ACTIVATION, Preprocessing, item_pipeline, manifest_path
+from training.manifest import ACTIVATION, SEGMENTATION, Preprocessing, item_pipeline, manifest_path
 
 logger = logging.getLogger("learnserve")
 
@@ -74,7 +74,7 @@ class FastaiBackend:
         # points). A plain torch loss has none: fastai then applies nothing, except that a classifier's answers
         # are probabilities (its kind's own activation).
         default = {
-            "softmax": lambda x: torch.softmax(x, dim=-1),
+            "softmax": lambda x: torch.softmax(x, dim=1),  # the class axis: [N, classes], or [N, codes, H, W]
             "sigmoid": torch.sigmoid,
             "none": lambda x: x,
         }
@@ -130,7 +130,15 @@ class FastaiBackend:
             batch = torch.stack(list(inputs))  # keeps the TensorImage type the batch transforms dispatch on
             batch = self.batch_tfms(batch.to(self._device, non_blocking=True))
             # A plain tensor skips fastai's per-op __torch_function__ dispatch of TensorImage: same numbers, faster.
-            outputs = self.activation(self.model(batch.as_subclass(torch.Tensor))).float().cpu()
+            outputs = self.activation(self.model(batch.as_subclass(torch.Tensor)))
+            if (
+                self.model_kind == SEGMENTATION
+            ):  # the codes, decided on the device: N x H x W ids, not N x C x H x W
+                ids = (
+                    outputs.argmax(dim=1).cpu().numpy()
+                )  # the first of equal ones, as learn.predict's decodes
+                return [Mask(m) for m in mask_ids(ids, len(self.classes))]
+            outputs = outputs.float().cpu()
         return decode(self.model_kind, outputs.numpy(), self.classes, self.input_size)
 
     def warm_up(self) -> None:
