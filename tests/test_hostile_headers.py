@@ -53,7 +53,7 @@ def upload_client(tiny_model: object) -> Iterator[tuple[TestClient, list[tuple[s
         policy = declared_policy(route)
         if policy is not None and policy.body is not Body.NONE and policy.key is not Key.ADMIN:
             uploads.append(((route.path_format or "").replace("{name}", "colors"), policy.shape))
-    assert len(uploads) == 8  # predict x4, v2 infer x2, explain x2
+    assert len(uploads) == 9  # predict x4, v2 infer x2, explain x2, feedback (JSON)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, uploads
 

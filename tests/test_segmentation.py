@@ -178,7 +178,9 @@ def test_batches_top_k_and_threshold(server: LiveServer) -> None:
         ("s0.png", SEGMENTATION, 32), ("s1.png", SEGMENTATION, 40), ("s2.png", SEGMENTATION, 48),
     ]  # fmt: skip
     data = png(scene(rng)[0])
-    refused = post(server, "seg_squish", data, "?top_k=1")  # classifiers only, as for regression and key points
+    refused = post(
+        server, "seg_squish", data, "?top_k=1"
+    )  # classifiers only, as for regression and key points
     assert refused.status_code == 422
     assert refused.json()["code"] == "top_k_not_applicable"
     r = post(server, "seg_squish", data, "?threshold=0.5")

@@ -5,6 +5,7 @@ cleanly, naming the files."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,16 @@ def test_manifest_says_segmentation_with_the_codes(trained: tuple[Path, str]) ->
     assert (
         "pixel accuracy" in stdout.splitlines()[-4]
     )  # the last line's figures, before model/manifest/reports
+
+
+def test_summary_describes_a_segmentation_model(trained: tuple[Path, str]) -> None:
+    from training.manifest import read_manifest
+    from training.summary import describe
+
+    model, _ = trained
+    text = describe(read_manifest(model))
+    assert "segmentation, 4 codes (background, square, disc, triangle)" in text
+    assert re.search(r"pixel accuracy 0\.\d{4}, mean IoU 0\.\d{4}, valid_loss", text), text
 
 
 def test_pixel_accuracy_clearly_beats_the_commonest_code(trained: tuple[Path, str]) -> None:

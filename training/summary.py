@@ -10,7 +10,7 @@ import torch
 from fastai.callback.hook import module_summary
 
 from training.loading import load_verified
-from training.manifest import POINTS, REGRESSION, Manifest
+from training.manifest import POINTS, REGRESSION, SEGMENTATION, Manifest
 
 
 def describe(m: Manifest) -> str:
@@ -21,6 +21,8 @@ def describe(m: Manifest) -> str:
         f"{len(m.classes)} classes")  # fmt: skip
     if m.kind in (REGRESSION, POINTS):
         what = f"{m.kind}: {', '.join(m.classes)}"
+    elif m.kind == SEGMENTATION:
+        what = f"segmentation, {len(m.classes)} codes ({', '.join(m.classes)})"
     lines = [f"{m.name}: {m.arch}, {what}, {m.input_size} px, {made} {m.created_at:%Y-%m-%d %H:%M} UTC"]
     if d is not None and m.source == "imported":
         lines.append(f"validated on {d.valid_size} images from {d.source}")
@@ -32,7 +34,11 @@ def describe(m: Manifest) -> str:
         lines.append("not validated (import it again with --data to measure its accuracy)")
     else:
         which = "accuracy" if m.source == "imported" else f"{kept}: accuracy"
-        if x.accuracy is None:  # regression, key points: training/regression.py
+        if m.kind == SEGMENTATION and x.accuracy is not None:
+            iou = x.iou or {}
+            mean = f", mean IoU {sum(iou.values()) / len(iou):.4f}" if iou else ""
+            which = which.replace("accuracy", "pixel accuracy") + f" {x.accuracy:.4f}{mean}"
+        elif x.accuracy is None:  # regression, key points: training/regression.py
             unit = "mean distance (px of the input)" if m.kind == POINTS else "MAE"
             which = which.replace("accuracy", unit) + f" {x.mae if x.mae is not None else float('nan'):.4f}"
         elif m.multi_label:
