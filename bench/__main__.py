@@ -30,6 +30,7 @@ SERVERS = (
     "learnserve",
     "learnserve-workers",
     "learnserve-capture",
+    "learnserve-capture-5pct",
     "learnserve-onnx",
 )
 CONTENDERS = ("limit", "limit-onnx", "predict", "score", *SERVERS)
