@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         default=Path("masks"),
         help="segmentation models: where each image's mask goes, as NAME-HASH.png (NAME: the image's name without "
-        "its suffix; HASH: 8 hex characters of the sha256 of its path as given), an 8-bit greyscale PNG the size "
+        "its suffix; HASH: 8 hex characters of the sha256 of its path as given), a greyscale PNG (8-bit; 16-bit past 256 codes) the size "
         "of the image whose pixel values are code indexes (./masks); the table prints each code's share of the "
         "pixels and the file",
     )
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(label_2, probability_2, ...), error and detail. A bad file gets its row and error code; it never stops "
         "the job. Rows are in input order. A progress bar on a terminal, one summary line otherwise. A segmentation "
         "model's rows have share_CODE (each code's share of the pixels) and mask: the mask PNG written for the "
-        "input beside OUT, in OUT's name without its suffix + .masks/ (predictions.masks/NAME-HASH.png; 8-bit "
+        "input beside OUT, in OUT's name without its suffix + .masks/ (predictions.masks/NAME-HASH.png; 8-bit, 16-bit past 256 codes, "
         "greyscale, the image's size, pixel value = code index; the local engine only).",
     )
     p.add_argument(

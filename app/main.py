@@ -65,7 +65,10 @@ async def refresh(metrics: Metrics, seconds: float = 1.0) -> None:
     """Several processes: copy this process's queue depths and budget into the shared gauges now and then (the
     hot path stays free of it)."""
     while True:
-        metrics.refresh()
+        try:
+            metrics.refresh()
+        except Exception:  # a gauge left stale for a second is better than one frozen for good
+            logger.exception("the metrics refresh failed; the next one runs in %gs", seconds)
         await asyncio.sleep(seconds)
 
 

@@ -105,7 +105,14 @@ def test_the_cores_are_capped_by_a_cgroup_quota(tmp_path: Path) -> None:
     assert available_cores(cpu_max) == 1
     cpu_max.write_text("max 100000\n")
     assert available_cores(cpu_max) == affinity
-    assert available_cores(tmp_path / "absent") == affinity
+    v1 = tmp_path / "v1"
+    assert available_cores(tmp_path / "absent", v1) == affinity
+    v1.mkdir()
+    (v1 / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cores(tmp_path / "absent", v1) == min(2, affinity)  # cgroup v1: 1.5 CPUs -> 2
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert available_cores(tmp_path / "absent", v1) == affinity
 
 
 def test_an_oversubscribed_server_does_not_start(tiny_model: Path) -> None:

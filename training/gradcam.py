@@ -35,7 +35,7 @@ def class_maps(learn: Any, files: list[Path], targets: list[int]) -> tuple[np.nd
     model = learn.model.eval()
     children = list(model.children()) or [model]
     with hook_outputs(children, detach=False) as hooks, torch.enable_grad():
-        logits = model(x.as_subclass(torch.Tensor))
+        logits = model(x.as_subclass(torch.Tensor).requires_grad_(True))  # a graph even through a frozen body
         acts = spatial_map(children, hooks.stored)
         chosen = logits[torch.arange(len(files)), torch.tensor(targets)]
         [grads] = torch.autograd.grad(chosen.sum(), acts)  # eval mode: each image's gradient is its own
@@ -78,7 +78,7 @@ def plot_why(
     warning instead of the picture (and no stale picture of an earlier run is left)."""
     try:
         maps, pixels = class_maps(learn, files, targets)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:  # no spatial map; or no gradient reaches it (a frozen body)
         path.unlink(missing_ok=True)
         warn(f"no {path.name}: {e}")
         return None

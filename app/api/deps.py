@@ -23,6 +23,7 @@ class ServerState:
     started: bool = False
     draining: bool = False
     supervisor: Path | None = None
+    supervisor_pid: int | None = None
 
     @property
     def every_process_ready(self) -> bool:

@@ -207,10 +207,13 @@ class Metrics:
 
     def model_unloaded(self, model: str) -> None:
         if old := self._info.pop(model, None):
-            self.model_info.labels(*old).set(0)  # the shared files keep a removed series: 0 says it is gone
-            self.model_info.remove(*old)
-            if self.multiprocess:
+            if (
+                self.multiprocess
+            ):  # the shared files keep a removed series (remove() warns): 0 says it is gone
+                self.model_info.labels(*old).set(0)
                 self.queue_gauge.labels(model).set(0)
+            else:
+                self.model_info.remove(*old)
 
     def load_failed(self, model: str, error: str) -> None:
         self.reload_failures.labels(model).inc()

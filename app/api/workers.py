@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -51,13 +52,20 @@ class Worker(Process):
     ):
         self.settings = settings
         self.run_dir = run_dir
+        self.parent = os.getpid()  # the supervisor's: /admin/reload signals it, and only it
         super().__init__(config, sockets)
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # in the spawned process
         from app.api.server import build_server
 
         threading.Thread(target=self.always_pong, daemon=True).start()  # answers "starting" meanwhile
-        self._server = build_server(self.settings, ServerState(supervisor=self.run_dir))
+        try:
+            self._server = build_server(
+                self.settings, ServerState(supervisor=self.run_dir, supervisor_pid=self.parent)
+            )
+        except Exception:  # it would fail the same way in every replacement: stop the server instead
+            logger.exception("a server process could not be built")
+            sys.exit(STARTUP_FAILURE)
         self._server.run(sockets)
 
     def pong(self) -> None:
@@ -75,6 +83,7 @@ class Supervisor(Multiprocess):
         self.run_dir = run_dir
         self.failed = False
         self._published: bool | None = None
+        self._owed: set[int] = set()  # processes owed a SIGHUP once they are ready
 
     def spawn(self) -> Worker:
         worker = Worker(self.config, self.sockets, self.settings, self.run_dir)
@@ -87,13 +96,16 @@ class Supervisor(Multiprocess):
     def run(self) -> None:
         logger.info("supervisor [%d]: %d worker processes", os.getpid(), self.processes_num)
         self.init_processes()
-        while not self.should_exit.wait(0.25):
-            self.handle_signals()
-            self.keep_subprocess_alive()
-            self.publish_readiness()
-        self.publish(False)  # every process answers 503 from here on, then drains
-        self.terminate_all()
-        self.join_all()
+        try:
+            while not self.should_exit.wait(0.25):
+                self.handle_signals()
+                self.keep_subprocess_alive()
+                self.publish_readiness()
+                self.pay_reloads()
+        finally:  # also on an error of its own: never leave processes serving without a supervisor
+            self.publish(False)  # every process answers 503 from here on, then drains
+            self.terminate_all()
+            self.join_all()
         logger.info("supervisor [%d]: every worker has exited", os.getpid())
 
     def keep_subprocess_alive(self) -> None:
@@ -121,9 +133,9 @@ class Supervisor(Multiprocess):
         self.publish(ready)
 
     def publish(self, ready: bool) -> None:
-        if ready == self._published:
-            return
         path = self.run_dir / READY_FILE
+        if ready == self._published and path.exists() == ready:  # (re-made if a /tmp cleaner took it)
+            return
         if ready:
             path.touch()
         else:
@@ -131,11 +143,23 @@ class Supervisor(Multiprocess):
         self._published = ready
 
     def signal_workers(self, sig: int) -> None:
-        """To every started process (one still starting loads the newest files anyway, and until its lifespan
-        has installed the handler a SIGHUP would end it)."""
+        """To every started process; one still starting gets it once it is ready (until its lifespan has
+        installed the handler a SIGHUP would end it, and it may have read the files before they changed)."""
         for process in self.processes:
-            if process.pid is not None and process.is_ready(timeout=1):
+            if process.pid is None:
+                continue
+            if process.is_ready(timeout=1):
                 os.kill(process.pid, sig)
+            else:
+                self._owed.add(process.pid)
+
+    def pay_reloads(self) -> None:
+        for process in self.processes:
+            pid = process.pid
+            if pid is not None and pid in self._owed and process.is_ready(timeout=1):
+                self._owed.discard(pid)
+                os.kill(pid, signal.SIGHUP)
+        self._owed &= {p.pid for p in self.processes if p.pid is not None}
 
     def handle_hup(self) -> None:
         logger.info("SIGHUP: every worker reloads its models")
@@ -164,9 +188,11 @@ def serve_workers(settings: Settings, host: str, port: int, chosen: Plan, log_co
     run_dir = Path(tempfile.mkdtemp(prefix="learnserve-"))
     metrics_dir = run_dir / "metrics"
     metrics_dir.mkdir()
+    saved = {k: os.environ.get(k) for k in ("PROMETHEUS_MULTIPROC_DIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # read by prometheus-client in each process
-    if chosen.threads is not None:  # OpenMP and MKL read these before torch is imported in the processes
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(chosen.threads)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(
+        chosen.threads
+    )  # read before torch loads
     config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
@@ -186,4 +212,9 @@ def serve_workers(settings: Settings, host: str, port: int, chosen: Plan, log_co
     finally:
         sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)
+        for key, value in saved.items():  # this process's environment as it was
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return STARTUP_FAILURE if supervisor.failed else 0

@@ -166,9 +166,13 @@ class CaptureStore:
             try:
                 for outcome in self._write(items):
                     self._report(outcome)
-            except OSError as e:
+            except OSError as e:  # the record file could not be appended
                 for _ in items:
                     self._failed(e)
+            except Exception:  # never let one bad batch end the writer (the queue would only fill)
+                logger.exception("capture: could not write a batch of %d inputs", len(items))
+                for _ in items:
+                    self._report(FAILED)
             finally:
                 with self._queue_lock:
                     self._queued -= sum(len(data) for data, _ in items)
@@ -189,22 +193,27 @@ class CaptureStore:
                     continue  # before any file: no blob without its record
                 blob = self.root / BLOBS / sha[:2] / sha
                 outcome = DUPLICATE
-                if not blob.exists():
-                    self._folder(blob.parent)
-                    staged = blob.with_name(f".{sha}.tmp")
-                    with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE), "wb") as f:
-                        f.write(data)
-                    os.replace(staged, blob)  # a reader never sees half a blob
-                    self._blobs.append((self.clock(), blob, len(data)))
-                    self._total += len(data)
-                    outcome = WRITTEN
-                    self._bound()  # in memory unless over: the bound holds blob by blob
+                try:
+                    if not blob.exists():
+                        self._folder(blob.parent)
+                        staged = blob.with_name(f".{sha}.tmp")
+                        with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE), "wb") as f:
+                            f.write(data)
+                        os.replace(staged, blob)  # a reader never sees half a blob
+                        self._blobs.append((self.clock(), blob, len(data)))
+                        self._total += len(data)
+                        outcome = WRITTEN
+                        self._bound()  # in memory unless over: the bound holds blob by blob
+                except OSError as e:  # this one fails (a full disk); the others' records are still written
+                    self._failed_quietly(e)
+                    outcomes.append(FAILED)
+                    continue
                 lines.setdefault(day_of(record["time"]), []).append(line)
                 outcomes.append(outcome)
             for day, text in lines.items():
                 self._append_day(RECORDS, day, b"".join(text))
             self._bound()
-        if self._failing:
+        if self._failing and FAILED not in outcomes:
             self._failing = False
             logger.info("capture: writing to %s again", self.root)
         return outcomes
@@ -283,11 +292,15 @@ class CaptureStore:
             self.observer.evicted(files, dropped)
 
     def _failed(self, error: OSError) -> None:
+        self._failed_quietly(error)
+        self._report(FAILED)
+
+    def _failed_quietly(self, error: OSError) -> None:
+        """Logged once per outage (the outcome is counted by the caller)."""
         if not self._failing:
             self._failing = True
             logger.error("capture: cannot write to %s (%s); serving goes on, captures are dropped and "
                          "counted until it can", self.root, error)  # fmt: skip
-        self._report(FAILED)
 
     def _report(self, outcome: str) -> None:
         if self.observer:

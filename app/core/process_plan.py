@@ -25,16 +25,23 @@ class Oversubscribed(ValueError):
     collapse measured before this mode existed)."""
 
 
-def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """The cores this process may use: its CPU affinity, capped by a cgroup v2 quota (a container's CPU limit:
-    `200000 100000` is 2 cores), since a pod limited to 2 CPUs on a 64-core node sees 64 in its affinity."""
+def available_cores(
+    cpu_max: Path = Path("/sys/fs/cgroup/cpu.max"), v1: Path = Path("/sys/fs/cgroup/cpu")
+) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup quota (a container's CPU limit: v2's
+    `200000 100000`, or v1's cpu.cfs_quota_us / cpu.cfs_period_us, is 2 cores), since a pod limited to 2 CPUs on a
+    64-core node sees 64 in its affinity."""
     cores = len(os.sched_getaffinity(0))
     try:
         quota, period = cpu_max.read_text(encoding="ascii").split()
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
-        pass
+        try:
+            quota = (v1 / "cpu.cfs_quota_us").read_text(encoding="ascii").strip()
+            period = (v1 / "cpu.cfs_period_us").read_text(encoding="ascii").strip()
+        except OSError:
+            return cores
+    if quota not in ("max", "-1") and quota.isdigit() and period.isdigit() and int(period) > 0:
+        cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
     return cores
 
 

@@ -97,7 +97,7 @@ def write_mask(folder: Path, path: str, mask: Mask) -> str:
     """The mask PNG of `path` written into `folder` (atomically); its path, for the `mask` column."""
     target = mask_file(folder, path)
     folder.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(f".{target.name}.tmp")
+    staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # several scoring processes: their own
     staged.write_bytes(mask.png)
     os.replace(staged, target)
     return str(target)

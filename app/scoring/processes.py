@@ -13,9 +13,9 @@ import asyncio
 import multiprocessing
 import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 from app.config import Settings
 from app.core.files import classify_files
@@ -26,6 +26,7 @@ from app.scoring.output import Row, chunk_rows
 
 # Enough files per chunk that each process keeps its batches full and a hand-off is rare next to the work.
 CHUNK = 256
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Below this many files a second model load costs more than it saves.
 WORTH_IT = 2 * CHUNK
 
@@ -79,12 +80,22 @@ def process_rows(
     chosen: Plan,
 ) -> Iterator[list[Row]]:
     """Chunks of rows, in order, from `chosen.workers` processes with `chosen.threads` torch threads each."""
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(
-        chosen.threads
-    )  # before torch loads there
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    context: Any = multiprocessing.get_context("spawn")
-    with context.Pool(
-        chosen.workers, initializer=_start, initargs=(share(settings, chosen), top_k, threshold, masks)
-    ) as pool:
-        yield from pool.imap(_score, chunks)
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update(
+        dict.fromkeys(THREAD_VARIABLES, str(chosen.threads))
+    )  # inherited, read before torch loads
+    try:
+        # a process that dies (killed for memory, a crash) raises BrokenProcessPool here, never a hang
+        spawn = multiprocessing.get_context("spawn")
+        initargs = (share(settings, chosen), top_k, threshold, masks)
+        with ProcessPoolExecutor(
+            chosen.workers, mp_context=spawn, initializer=_start, initargs=initargs
+        ) as pool:
+            yield from pool.map(_score, chunks)
+    finally:  # this process's environment as it was
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

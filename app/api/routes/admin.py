@@ -27,6 +27,6 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @policy(Key.ADMIN)
 async def reload(repository: RepositoryDep, state: ServerStateDep) -> ReloadResponse:
     done = await repository.reload("POST /admin/reload")
-    if state.supervisor is not None:
-        os.kill(os.getppid(), signal.SIGUSR1)  # the supervisor sends SIGHUP to every process
+    if state.supervisor_pid is not None and os.getppid() == state.supervisor_pid:
+        os.kill(state.supervisor_pid, signal.SIGUSR1)  # the supervisor sends SIGHUP to every process
     return ReloadResponse(**asdict(done))
