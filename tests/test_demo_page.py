@@ -7,7 +7,9 @@ import base64
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +25,30 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 KEY = "demo-page-key"
 SCREENSHOT_COPY = Path("/tmp/learnserve-demo.png")
+
+
+def playwright_or_skip() -> Any:
+    """playwright's sync API for a browser test, or the test skipped saying what is missing."""
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
+    return pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+
+
+@contextmanager
+def demo_page(sync_api: Any, base: str, height: int = 760) -> Iterator[Any]:
+    """The demo page at `base` in headless Chromium; on leaving, no console error or page error may have happened."""
+    problems: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1180, "height": height})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{base}/")
+            yield page
+        finally:
+            browser.close()
+    assert not problems, problems
 
 
 def test_page_and_assets_are_served_with_a_strict_policy(client: TestClient) -> None:

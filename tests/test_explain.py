@@ -25,6 +25,7 @@ from app.core.explanation import ExplainUnsupported, UnknownTarget
 from app.core.overlay import upsample
 from tests.conftest import run_cli
 from tests.live_server import LiveServer, live_server
+from tests.test_demo_page import demo_page, playwright_or_skip
 from training.marks import MARKS, draw_mark
 
 SIZE = 32
@@ -359,39 +360,25 @@ def test_multi_label_maps_peak_inside_each_present_labels_mark(
 def test_the_demo_pages_why_toggle_shows_the_overlay_in_a_real_browser(
     served: LiveServer, tmp_path: Path
 ) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
-    from tests.test_demo_page import CHROMIUM, CHROMIUM_ARGS
-
-    if CHROMIUM is None:
-        pytest.skip("no chromium")
+    sync_api = playwright_or_skip()
     image, _ = marked(np.random.default_rng(12), "disc")
     file = tmp_path / "disc.png"
     image.resize((96, 96)).save(file)
     expect = sync_api.expect
-    problems: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1180, "height": 900})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{served.base}/")
-            expect(page.locator("#model-name")).to_have_text("marks")
-            page.set_input_files("#file", str(file))
-            expect(page.locator("#label")).to_have_text("disc")
-            expect(page.locator("#why-figure")).to_be_hidden()  # off: no explanation asked for
-            page.check("#why")  # on: the same image is explained
-            expect(page.locator("#why-figure")).to_be_visible()
-            expect(page.locator("#why-caption")).to_contain_text("“disc”")
-            size = page.locator("#overlay").evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
-            assert size == [96, 96]
-            page.screenshot(path=str(tmp_path / "why.png"), full_page=True)
-            page.uncheck("#why")
-            page.check("#why")
-            expect(page.locator("#why-figure")).to_be_visible()
-        finally:
-            browser.close()
-    assert not problems, problems
+    with demo_page(sync_api, served.base, height=900) as page:
+        expect(page.locator("#model-name")).to_have_text("marks")
+        page.set_input_files("#file", str(file))
+        expect(page.locator("#label")).to_have_text("disc")
+        expect(page.locator("#why-figure")).to_be_hidden()  # off: no explanation asked for
+        page.check("#why")  # on: the same image is explained
+        expect(page.locator("#why-figure")).to_be_visible()
+        expect(page.locator("#why-caption")).to_contain_text("“disc”")
+        size = page.locator("#overlay").evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
+        assert size == [96, 96]
+        page.screenshot(path=str(tmp_path / "why.png"), full_page=True)
+        page.uncheck("#why")
+        page.check("#why")
+        expect(page.locator("#why-figure")).to_be_visible()
 
 
 def test_the_predict_cli_writes_one_overlay_per_input(model: Path, tmp_path: Path) -> None:

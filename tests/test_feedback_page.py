@@ -11,7 +11,7 @@ import pytest
 
 from tests.images import sample
 from tests.live_server import LiveServer, live_server
-from tests.test_demo_page import CHROMIUM, CHROMIUM_ARGS
+from tests.test_demo_page import CHROMIUM, demo_page, playwright_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -25,30 +25,20 @@ def capturing(tiny_model: Path, tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def test_wrong_tell_us_sends_feedback(capturing: LiveServer, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    sync_api = playwright_or_skip()
     expect = sync_api.expect
     image = tmp_path / "blue.png"
     sample("blue", size=96).save(image)
-    problems: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{capturing.base}/")
-            expect(page.locator("#model-name")).to_have_text("colors")
-            expect(page.locator("#feedback")).to_be_hidden()  # no answer yet
-            page.set_input_files("#file", str(image))
-            expect(page.locator("#label")).to_have_text("blue")
-            expect(page.locator("#feedback")).to_be_visible()
-            page.select_option("#feedback-label", "green")
-            page.click("#feedback button[type=submit]")
-            expect(page.locator("#status")).to_contain_text("recorded “green” as the right label")
-            expect(page.locator("#feedback")).to_be_hidden()
-        finally:
-            browser.close()
-    assert not problems, problems
+    with demo_page(sync_api, capturing.base) as page:
+        expect(page.locator("#model-name")).to_have_text("colors")
+        expect(page.locator("#feedback")).to_be_hidden()  # no answer yet
+        page.set_input_files("#file", str(image))
+        expect(page.locator("#label")).to_have_text("blue")
+        expect(page.locator("#feedback")).to_be_visible()
+        page.select_option("#feedback-label", "green")
+        page.click("#feedback button[type=submit]")
+        expect(page.locator("#status")).to_contain_text("recorded “green” as the right label")
+        expect(page.locator("#feedback")).to_be_hidden()
     [day] = (tmp_path / "capture" / "feedback").glob("*.jsonl")
     [line] = [json.loads(x) for x in day.read_text().splitlines()]
     assert (line["label"], line["predicted"], line["agrees"]) == ("green", "blue", False)

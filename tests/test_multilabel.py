@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.live_server import LiveServer, live_server
+from tests.test_demo_page import demo_page, playwright_or_skip
 from training.manifest import MULTI_LABEL, read_manifest
 from training.marks import MARKS, make_image, write_marks
 
@@ -227,45 +228,34 @@ def test_an_image_decodes_to_the_marks_it_shows() -> None:
 def test_the_demo_page_shows_chips_and_a_threshold_slider(
     models: Path, expected: dict[str, Any], tmp_path: Path
 ) -> None:
-    from tests.test_demo_page import CHROMIUM, CHROMIUM_ARGS
-
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    sync_api = playwright_or_skip()
     expect = sync_api.expect
     name, data, _ = IMAGES[0]
     image = tmp_path / name
     image.write_bytes(data)
     labels, probs = expected[name]
-    problems: list[str] = []
-    with live_server(models / "marks.pkl", tmp_path / "server.log") as live, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1180, "height": 760})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{live.base}/")
-            expect(page.locator("#model-name")).to_have_text("marks")
-            expect(page.locator("#threshold-row")).to_be_visible()
-            expect(page.locator("#threshold-value")).to_have_text(f"{round(THRESHOLD * 100)}%")
+    with (
+        live_server(models / "marks.pkl", tmp_path / "server.log") as live,
+        demo_page(sync_api, live.base) as page,
+    ):
+        expect(page.locator("#model-name")).to_have_text("marks")
+        expect(page.locator("#threshold-row")).to_be_visible()
+        expect(page.locator("#threshold-value")).to_have_text(f"{round(THRESHOLD * 100)}%")
 
-            page.set_input_files("#file", str(image))
-            expect(page.locator("#bars li")).to_have_count(len(MARKS))  # every label, with its bar
-            expect(page.locator("#chips li")).to_have_count(len(labels))
-            shown = {chip.split(" · ")[0] for chip in page.locator("#chips li").all_text_contents()}
-            assert shown == labels
-            expect(page.locator("#bars li.best")).to_have_count(len(labels))
+        page.set_input_files("#file", str(image))
+        expect(page.locator("#bars li")).to_have_count(len(MARKS))  # every label, with its bar
+        expect(page.locator("#chips li")).to_have_count(len(labels))
+        shown = {chip.split(" · ")[0] for chip in page.locator("#chips li").all_text_contents()}
+        assert shown == labels
+        expect(page.locator("#bars li.best")).to_have_count(len(labels))
 
-            # The slider re-reads the same answer: at 0 every label, at 1 none.
-            page.locator("#threshold").fill("0")
-            expect(page.locator("#chips li")).to_have_count(sum(p > 0 for p in probs.values()))
-            page.locator("#threshold").fill("1")
-            expect(page.locator("#chips li")).to_have_count(0)
-            expect(page.locator("#label")).to_have_text("no label")
-            expect(page.locator("#confidence")).to_have_text(f"0 of {len(MARKS)} labels over 100%")
-        finally:
-            browser.close()
-    assert not problems, problems
+        # The slider re-reads the same answer: at 0 every label, at 1 none.
+        page.locator("#threshold").fill("0")
+        expect(page.locator("#chips li")).to_have_count(sum(p > 0 for p in probs.values()))
+        page.locator("#threshold").fill("1")
+        expect(page.locator("#chips li")).to_have_count(0)
+        expect(page.locator("#label")).to_have_text("no label")
+        expect(page.locator("#confidence")).to_have_text(f"0 of {len(MARKS)} labels over 100%")
 
 
 def test_import_with_data_measures_accuracy_multi_and_f1(marks_export: Path, tmp_path: Path) -> None:

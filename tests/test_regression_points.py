@@ -19,6 +19,7 @@ from PIL import Image
 from app.core.preprocess import input_to_image
 from tests.conftest import run_cli
 from tests.live_server import LiveServer, live_server
+from tests.test_demo_page import demo_page, playwright_or_skip
 from training.manifest import POINTS, REGRESSION, read_manifest
 
 SIZE = 32
@@ -212,24 +213,14 @@ def test_top_k_is_refused_for_values_and_points(server: LiveServer) -> None:
 
 @pytest.mark.slow
 def test_the_demo_page_lists_values_and_draws_points(models: Path, tmp_path: Path) -> None:
-    from tests.test_demo_page import CHROMIUM, CHROMIUM_ARGS
-
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    sync_api = playwright_or_skip()
     expect = sync_api.expect
     rng = np.random.default_rng(5)
     (tmp_path / "dot.png").write_bytes(png(dot(30, 8, rng)))
     (tmp_path / "shade.png").write_bytes(png(shade(0.6, rng)))
-    problems: list[str] = []
-    with live_server(models, tmp_path / "server.log") as live, sync_api.sync_playwright() as p:
+    with live_server(models, tmp_path / "server.log") as live:
         want = post(live, "dot", (tmp_path / "dot.png").read_bytes()).json()["points"][0]
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1180, "height": 760})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{live.base}/")
+        with demo_page(sync_api, live.base) as page:
             page.select_option("#model-picker", "dot")
             expect(page.locator("#model-name")).to_have_text("dot")
             page.set_input_files("#file", str(tmp_path / "dot.png"))
@@ -246,9 +237,6 @@ def test_the_demo_page_lists_values_and_draws_points(models: Path, tmp_path: Pat
             expect(page.locator("#confidence")).to_have_text("predicted value")
             expect(page.locator("#bars .bar-name")).to_have_text(["value_1"])
             expect(page.locator("#points-layer circle")).to_have_count(0)
-        finally:
-            browser.close()
-    assert not problems, problems
 
 
 def test_the_command_lines_write_values_and_points(models: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from app.core.masks import ANSWER_BYTES_PER_PIXEL, LEGEND_ROW, PALETTE, ids_of, 
 from tests.conftest import run_cli
 from tests.live_server import LiveServer, live_server
 from tests.segmentation import CODES, exports, png, scene, write_scenes  # noqa: F401  (exports: a fixture)
+from tests.test_demo_page import demo_page, playwright_or_skip
 from training.manifest import SEGMENTATION, read_manifest
 
 
@@ -312,26 +313,13 @@ def test_the_command_lines_write_one_mask_per_input(models: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_the_demo_page_draws_the_mask_with_a_legend(models: Path, tmp_path: Path) -> None:
-    from tests.test_demo_page import CHROMIUM, CHROMIUM_ARGS
-
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    sync_api = playwright_or_skip()
     expect = sync_api.expect
     image, _ = scene(np.random.default_rng(4), 60, 40, square=(8, 8, 12), disc=(44, 24, 7))
     (tmp_path / "scene.png").write_bytes(png(image))
-    problems: list[str] = []
-    with (
-        live_server(models / "seg_squish.pkl", tmp_path / "server.log") as live,
-        sync_api.sync_playwright() as p,
-    ):
+    with live_server(models / "seg_squish.pkl", tmp_path / "server.log") as live:
         want = post(live, "seg_squish", png(image)).json()
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1180, "height": 760})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{live.base}/")
+        with demo_page(sync_api, live.base) as page:
             expect(page.locator("#model-name")).to_have_text("seg_squish")
             page.set_input_files("#file", str(tmp_path / "scene.png"))
             expect(page.locator("#bars .bar-name")).to_have_text(CODES)
@@ -350,9 +338,6 @@ def test_the_demo_page_draws_the_mask_with_a_legend(models: Path, tmp_path: Path
                 got = page.evaluate(pixel, at)  # the canvas keeps colours premultiplied by alpha: 230 -> 229
                 assert np.abs(np.subtract(got, colour)).max() <= 2, (at, got)
             assert page.locator("#why").is_hidden()  # only classifiers are explained
-        finally:
-            browser.close()
-    assert not problems, problems
 
 
 def test_import_with_data_measures_pixel_accuracy_and_iou(exports: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
