@@ -1,7 +1,8 @@
 """In-process contenders, run in a fresh interpreter each: the physical limit (decode + the backend's pipelines +
 forward, fastai or ONNX Runtime) and the `learn.predict` loop.
 
-python -m bench.inprocess limit|predict|rss MODEL IMAGES_DIR --seconds S [--backend onnx]  -> one JSON line
+python -m bench.inprocess limit|predict|rss MODEL IMAGES_DIR --seconds S [--backend onnx] [--device cuda]
+    [--batches 1,8,32]  -> one JSON line
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main() -> None:
     p.add_argument("images", type=Path)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--backend", default="fastai")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batches", default="1,8,32")
     args = p.parse_args()
     blobs = [f.read_bytes() for f in sorted(args.images.iterdir())]
     result: dict[str, float] = {}
@@ -49,8 +52,8 @@ def main() -> None:
         from app.core.verify import verify_model_file
 
         model = args.model.with_suffix(".onnx") if args.backend == "onnx" else args.model
-        backend = open_backend(verify_model_file(model), args.backend, "cpu")
-        for bs in (1, 8, 32):
+        backend = open_backend(verify_model_file(model), args.backend, args.device)
+        for bs in map(int, args.batches.split(",")):
             cursor = 0
 
             def step(bs: int = bs) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,25 +30,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_command(contender: str, model: BenchModel, port: int) -> tuple[list[str], dict[str, str], str]:
+def learnserve_env(contender: str, model: BenchModel, device: str) -> dict[str, str]:
+    """learnserve exactly as `make serve` starts it, with the contender's backend, processes and capture."""
+    workers = re.fullmatch(r"learnserve(?:-onnx)?-workers(?:-(\d+))?", contender)
+    env = {
+        "LEARNSERVE_MODEL_PATH": str(model.path),
+        "LEARNSERVE_BACKEND": "onnx" if contender.startswith("learnserve-onnx") else "fastai",
+        "LEARNSERVE_DEVICE": device,
+        "MALLOC_ARENA_MAX": "2",
+        # one process, comparable with every earlier run; `-workers` is the default `auto`, `-workers-N` N processes
+        "LEARNSERVE_WORKERS": (workers.group(1) or "auto") if workers else "1",
+    }
+    # capture on, at its default policy (issue 25: within 10% of capture off). The bench's models are untrained
+    # (bench/assets.py): every answer is under 0.6, so the default policy keeps every input, the worst case;
+    # `-capture-5pct` keeps a random 5%, what the default keeps of a model that is right and sure most of the time.
+    if contender.startswith("learnserve-capture"):
+        env["LEARNSERVE_CAPTURE_DIR"] = tempfile.mkdtemp(prefix="learnserve-bench-capture-")
+    if contender == "learnserve-capture-5pct":
+        env["LEARNSERVE_CAPTURE"] = "sample:0.05"
+    return env
+
+
+def server_command(
+    contender: str, model: BenchModel, port: int, device: str = "cpu"
+) -> tuple[list[str], dict[str, str], str]:
     """(command, environment, readiness path) of a contender."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNSERVE_")}
-    if contender.startswith("learnserve"):  # exactly as `make serve` starts it
-        backend = "onnx" if contender == "learnserve-onnx" else "fastai"
-        env |= {
-            "LEARNSERVE_MODEL_PATH": str(model.path),
-            "LEARNSERVE_BACKEND": backend,
-            "MALLOC_ARENA_MAX": "2",
-            # one process, comparable with every earlier run; `learnserve-workers` is the default `auto`
-            "LEARNSERVE_WORKERS": "auto" if contender == "learnserve-workers" else "1",
-        }
-        # capture on, at its default policy (issue 25: within 10% of capture off). The bench's models are untrained
-        # (bench/assets.py): every answer is under 0.6, so the default policy keeps every input, the worst case;
-        # `-capture-5pct` keeps a random 5%, what the default keeps of a model that is right and sure most of the time.
-        if contender.startswith("learnserve-capture"):
-            env["LEARNSERVE_CAPTURE_DIR"] = tempfile.mkdtemp(prefix="learnserve-bench-capture-")
-        if contender == "learnserve-capture-5pct":
-            env["LEARNSERVE_CAPTURE"] = "sample:0.05"
+    if contender.startswith("learnserve"):
+        env |= learnserve_env(contender, model, device)
         cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return cmd, env, "/health/ready"
     env["MODEL"] = str(model.path)
@@ -67,9 +77,9 @@ class Running:
 
 
 @contextmanager
-def running_server(contender: str, model: BenchModel, log: Path) -> Iterator[Running]:
+def running_server(contender: str, model: BenchModel, log: Path, device: str = "cpu") -> Iterator[Running]:
     port = free_port()
-    cmd, env, probe = server_command(contender, model, port)
+    cmd, env, probe = server_command(contender, model, port, device)
     with log.open("a") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -92,12 +102,30 @@ def running_server(contender: str, model: BenchModel, log: Path) -> Iterator[Run
                 proc.wait()
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (a multi-process server's supervisor and its server processes)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children = task.read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            pids += process_tree(int(child))
+    return pids
+
+
 def memory_mb(pid: int, key: str = "VmHWM") -> float:
-    """VmHWM: the peak resident set; VmRSS: now."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """VmHWM: the peak resident set; VmRSS: now. Summed over the process and its descendants (for several
+    processes, the sum of each one's peak)."""
+    total = 0.0
+    for one in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{one}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith(f"{key}:"))
+    return total or float("nan")
 
 
 def wrk(port: int, model: BenchModel, connections: int, seconds: float) -> dict[str, float]:

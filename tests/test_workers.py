@@ -56,7 +56,13 @@ def test_auto_gives_small_models_a_process_per_core_and_large_ones_one(
     assert (chosen.workers, chosen.threads) == (1, 2)  # every core to one process
     assert "11,689,512 weights" in chosen.why
     assert plan(settings_for(tmp_path / "missing.pkl", device="cpu"), 2).workers == 1  # unknown: one
-    assert plan(settings_for(tiny_model, device="cuda"), 16).workers == 1  # a GPU: one process feeds it
+    # a GPU: a replica per two cores feeds it (at most 4), each with its share of the cores; any model size
+    assert pair(plan(settings_for(tiny_model, device="cuda"), 16)) == (4, 4)
+    assert pair(plan(settings_for(large, device="cuda"), 6)) == (3, 2)
+    assert pair(plan(settings_for(large, device="cuda"), 2)) == (1, 2)
+    assert pair(plan(settings_for(large, device="cuda", torch_threads=8), 16)) == (2, 8)
+    capture = settings_for(large, device="cuda", capture_dir=tmp_path / "capture")
+    assert pair(plan(capture, 16)) == (1, 16)  # capture on: the one process that answered
 
 
 def test_a_number_of_workers_splits_the_cores_and_oversubscription_is_refused(tiny_model: Path) -> None:
