@@ -20,7 +20,15 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.core.process_plan import Oversubscribed, Plan, available_cores, largest_body, plan, share
+from app.core.process_plan import (
+    Oversubscribed,
+    Plan,
+    available_cores,
+    largest_body,
+    memory_limit,
+    plan,
+    share,
+)
 from tests.conftest import copy_model
 from tests.live_server import LiveServer, live_server
 from training.manifest import sha256_file
@@ -63,6 +71,37 @@ def test_auto_gives_small_models_a_process_per_core_and_large_ones_one(
     assert pair(plan(settings_for(large, device="cuda", torch_threads=8), 16)) == (2, 8)
     capture = settings_for(large, device="cuda", capture_dir=tmp_path / "capture")
     assert pair(plan(capture, 16)) == (1, 16)  # capture on: the one process that answered
+
+
+def test_auto_plans_no_more_processes_than_a_memory_limit_holds(tiny_model: Path, tmp_path: Path) -> None:
+    gib = 1 << 30
+    fastai = settings_for(tiny_model, device="cpu")  # the budget: 512 MiB; a fastai process: about 1,000 MiB
+    assert plan(fastai, 2).workers == 2  # no limit known
+    assert plan(fastai, 2, 4 * gib).workers == 2
+    tight = plan(fastai, 2, 2 * gib)  # the shipped pod: 2 GiB holds the budget and one fastai process
+    assert pair(tight) == (1, 2)
+    assert "the 2.0 GiB memory limit holds 1 beside the budget" in tight.why
+    assert (
+        plan(settings_for(tiny_model, device="cpu", backend="onnx"), 2, 2 * gib).workers == 2
+    )  # ~150 MiB each
+    assert pair(plan(settings_for(tiny_model, device="cuda"), 16, 3 * gib)) == (
+        2,
+        8,
+    )  # (3,072 - 512) // ~1,000
+    assert (
+        plan(settings_for(tiny_model, workers=2), 2, 2 * gib).workers == 2
+    )  # a number is the operator's call
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert memory_limit(v2, v1) is None
+    v2.write_text("2147483648\n")
+    assert memory_limit(v2, v1) == 2 * gib
+    v2.write_text("max\n")
+    assert memory_limit(v2, v1) is None
+    v2.unlink()
+    v1.write_text("9223372036854771712\n")  # cgroup v1 without a limit
+    assert memory_limit(v2, v1) is None
+    v1.write_text("3221225472\n")
+    assert memory_limit(v2, v1) == 3 * gib
 
 
 def test_a_number_of_workers_splits_the_cores_and_oversubscription_is_refused(tiny_model: Path) -> None:

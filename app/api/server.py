@@ -20,7 +20,7 @@ from app.api.logs import log_config
 from app.api.protocol import with_header_timeout
 from app.api.workers import serve_workers
 from app.config import Settings
-from app.core.process_plan import OVERSUBSCRIBED, Oversubscribed, available_cores, plan
+from app.core.process_plan import OVERSUBSCRIBED, Oversubscribed, available_cores, memory_limit, plan
 from app.main import create_app
 
 STARTUP_FAILED = 3
@@ -59,7 +59,7 @@ def build_server(
 def serve(settings: Settings, host: str, port: int) -> int:
     """One process, or LEARNSERVE_WORKERS of them under a supervisor (app/api/workers.py)."""
     try:
-        chosen = plan(settings, available_cores())
+        chosen = plan(settings, available_cores(), memory_limit())
     except Oversubscribed as e:
         print(f"error: {e}", file=sys.stderr)
         return OVERSUBSCRIBED

@@ -16,7 +16,7 @@ from typing import Any
 from app.config import Settings
 from app.core.errors import CoreError, ModelRequired
 from app.core.files import classify_files
-from app.core.process_plan import Oversubscribed, available_cores, plan
+from app.core.process_plan import Oversubscribed, available_cores, memory_limit, plan
 from app.core.repository import open_model
 from app.scoring.output import Journal, Row, chunk_rows, columns, done_rows, journal_path, write_table
 from app.scoring.processes import WORTH_IT, process_rows
@@ -178,7 +178,9 @@ def engine_rows(settings: Settings, job: ScoreJob, todo: list[str]) -> Iterator[
         yield from ray_rows(settings, todo, job.top_k, **options)
     elif todo:
         try:  # capture is the server's: the scorer keeps nothing, so it does not limit the processes here
-            chosen = plan(settings.model_copy(update={"capture_dir": None}), available_cores())
+            chosen = plan(
+                settings.model_copy(update={"capture_dir": None}), available_cores(), memory_limit()
+            )
         except Oversubscribed as e:
             raise BadSetup(str(e)) from None
         if chosen.workers > 1 and len(todo) >= WORTH_IT:

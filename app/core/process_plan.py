@@ -5,6 +5,7 @@ models' sizes come from their manifests.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ MAX_AUTO_WORKERS = 8
 # its model thread. Each holds a copy of the model and a CUDA context (about 0.5 GB) on the card.
 GPU_CORES_PER_WORKER = 2
 MAX_GPU_WORKERS = 4
+# What one server process holds before any request, by the runtime it imports: torch and fastai, or ONNX Runtime
+# alone (make bench, idle / peak RSS of one process: fastai 899-1,001 / 912-1,136 MB, ONNX 105-358 / 111-429 MB),
+# plus each model about twice its file (its weights, and a batch's working set). `auto` never plans more processes
+# than a container's memory limit holds beside LEARNSERVE_MAX_INFLIGHT_BYTES.
+RUNTIME_BYTES = {"fastai": 1000 << 20, "onnx": 150 << 20}
 OVERSUBSCRIBED = 2  # the exit status of a refused configuration (a usage error)
 
 
@@ -69,6 +75,42 @@ def model_sizes(settings: Settings) -> list[int | None]:
     return sizes or [None]
 
 
+def memory_limit(
+    memory_max: Path = Path("/sys/fs/cgroup/memory.max"),
+    v1: Path = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+) -> int | None:
+    """The bytes this process's container may use (cgroup v2 `memory.max`, or v1's limit), or None without one
+    (v2 says `max`; v1 says a number near 2**63)."""
+    for path in (memory_max, v1):
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        return int(text) if text.isdigit() and int(text) < 1 << 60 else None
+    return None
+
+
+def process_bytes(settings: Settings) -> int:
+    """About what one server process holds before any request (RUNTIME_BYTES): the heaviest runtime its models
+    need, plus twice each model file."""
+    folder, one = settings.model_source()
+    names = [one.stem] if one is not None else sorted(p.stem for p in folder.glob("*.json"))
+    runtime, models = RUNTIME_BYTES["onnx"], 0
+    for name in names:
+        backend = settings.backend_for(name)
+        runtime = max(runtime, RUNTIME_BYTES[backend])
+        with contextlib.suppress(OSError):
+            models += 2 * (folder / f"{name}.{'onnx' if backend == 'onnx' else 'pkl'}").stat().st_size
+    return runtime + models
+
+
+def memory_cap(settings: Settings, memory: int | None) -> int | None:
+    """How many server processes a memory limit holds beside the budget (at least 1), or None without a limit."""
+    if memory is None:
+        return None
+    return max(1, (memory - settings.max_inflight_bytes) // process_bytes(settings))
+
+
 @dataclass(frozen=True)
 class Plan:
     workers: int
@@ -85,7 +127,7 @@ def uses_gpu(settings: Settings) -> bool:
     return settings.device == "auto" and Path("/dev/nvidiactl").exists()  # no torch import in the supervisor
 
 
-def plan(settings: Settings, cores: int) -> Plan:
+def plan(settings: Settings, cores: int, memory: int | None = None) -> Plan:
     """How many processes and threads. `auto`: on a GPU, a process per two cores (at most 4), the cores split
     between them; on CPU, for small
     models (every one under SMALL_MODEL weights, by its manifest), as many single-thread processes as cores (at
@@ -119,9 +161,11 @@ def plan(settings: Settings, cores: int) -> Plan:
         return Plan(n, per, f"LEARNSERVE_WORKERS={n}")
     if settings.capture_dir is not None:
         return Plan(1, threads or cores, "auto: capture is on (feedback needs the one process that answered)")
+    held = memory_cap(settings, memory)
     if uses_gpu(settings):
         n = max(1, min(MAX_GPU_WORKERS, cores // (threads or GPU_CORES_PER_WORKER), fits(settings)))
         why = f"auto: a GPU, a process per {threads or GPU_CORES_PER_WORKER} of {cores} cores (at most {MAX_GPU_WORKERS})"
+        n, why = capped(n, held, memory, why)
         return Plan(n, threads or max(1, cores // n), why)
     sizes = model_sizes(settings)
     if cores < 2 or any(s is None or s > SMALL_MODEL for s in sizes):
@@ -131,8 +175,15 @@ def plan(settings: Settings, cores: int) -> Plan:
         )
     per = threads or 1
     n = max(1, min(MAX_AUTO_WORKERS, cores // per, fits(settings)))
-    why = f"auto: small models (under {SMALL_MODEL:,} weights) on {cores} cores"
+    n, why = capped(n, held, memory, f"auto: small models (under {SMALL_MODEL:,} weights) on {cores} cores")
     return Plan(n, per if n > 1 else threads or cores, why)
+
+
+def capped(n: int, held: int | None, memory: int | None, why: str) -> tuple[int, str]:
+    """n, or fewer where the memory limit holds fewer processes (and why says so)."""
+    if held is None or held >= n or memory is None:
+        return n, why
+    return held, f"{why}; the {memory / (1 << 30):.1f} GiB memory limit holds {held} beside the budget"
 
 
 def largest_body(settings: Settings) -> int:
