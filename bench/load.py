@@ -129,16 +129,28 @@ def memory_mb(pid: int, key: str = "VmHWM") -> float:
 
 
 def wrk(port: int, model: BenchModel, connections: int, seconds: float) -> dict[str, float]:
-    if not shutil.which("wrk"):
-        raise RuntimeError("wrk is not installed: `apt-get install wrk` (make bench does this when it can)")
-    env = {**os.environ, "BENCH_BODIES": str(model.bodies), "BENCH_BOUNDARY": BOUNDARY}
-    cmd = [
-        "wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "30s",
-        "-s", str(LUA), f"http://127.0.0.1:{port}/predict",
-    ]  # fmt: skip
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
-    stats = json.loads(line.removeprefix("WRKJSON "))
+    """wrk (C), or bench/pyload.py where wrk is missing or BENCH_LOAD=python: the same uploads, checks and stats."""
+    from bench import pyload
+
+    choice = os.environ.get("BENCH_LOAD", "")
+    if choice == "python" or (choice != "wrk" and not shutil.which("wrk")):
+        pyload.announce("python (bench/pyload.py: wrk is not on PATH or BENCH_LOAD=python)")
+        stats: dict[str, float] = pyload.run(port, model.bodies, connections, seconds, boundary=BOUNDARY)
+    else:
+        if not shutil.which("wrk"):
+            raise RuntimeError(
+                "wrk is not installed: `apt-get install wrk` (make bench does this when it can)"
+            )
+        pyload.announce("wrk")
+        env = {**os.environ, "BENCH_BODIES": str(model.bodies), "BENCH_BOUNDARY": BOUNDARY}
+        threads = min(connections, max(2, (os.cpu_count() or 2) // 4))  # 4 threads at 64 clients on 16 cores
+        cmd = [
+            "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "30s",
+            "-s", str(LUA), f"http://127.0.0.1:{port}/predict",
+        ]  # fmt: skip
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+        stats = json.loads(line.removeprefix("WRKJSON "))
     stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
     if stats["errors"] or stats["bad"]:
         raise RuntimeError(f"{stats['errors']} transport errors and {stats['bad']} bad answers: {stats}")
