@@ -129,8 +129,8 @@ class Settings(BaseSettings):
     workers: int | Literal["auto"] = Field(
         "auto",
         description="server processes on the one port, under one supervisor (README: Several processes): a "
-        "number, or `auto`: one per core for small models on CPU, else one; workers x torch threads never exceed "
-        "the cores",
+        "number, or `auto`: on CPU one per core for small models, else one; on a GPU one per two cores (at most "
+        "4); never more than a container's memory limit holds; workers x torch threads never exceed the cores",
     )
     drain_seconds: float = Field(
         20.0, ge=0, description="on SIGTERM, how long in-flight requests may take to finish"
