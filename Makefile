@@ -44,7 +44,7 @@ lint: $(VENV)/.installed-dev  ## ruff and mypy
 # make bench CUDA=1: the CUDA contenders on a GPU machine (bench/RESULTS-cuda.md); BENCH_ARGS passes more flags
 bench: $(VENV)/.installed-dev  ## benchmark both backends against the in-process limit, the HTTP floor and a minimal server
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
-	$(PY) -m bench $(if $(CUDA),--cuda) $(BENCH_ARGS)
+	$(PY) -m bench $(if $(filter 1 yes true,$(CUDA)),--cuda) $(BENCH_ARGS)
 
 image-test:  ## build both images (default, slim) with rootful podman and run them for real (minutes; not in make test)
 	bash deploy/image-test.sh

@@ -128,7 +128,6 @@ def main() -> int:
     args.clients = args.clients or (64 if args.cuda else 16)
     here = Path(__file__).parent
     args.out = args.out or here / ("RESULTS-cuda.md" if args.cuda else "RESULTS.md")
-    args.card = cuda_card() if args.cuda else None
     WORK.mkdir(exist_ok=True)
     log = WORK / "bench.log"
     contenders = args.contenders.split(",")
@@ -136,6 +135,10 @@ def main() -> int:
     unknown = set(contenders) - set(CONTENDERS) - set(servers)
     if unknown or not set(args.models.split(",")) <= set(MODELS):
         p.error(f"unknown contender or model: {', '.join(sorted(unknown)) or args.models}")
+    on_cpu = [c for c in contenders if c != "limit" and not re.fullmatch(r"learnserve(-workers(-\d+)?)?", c)]
+    if args.cuda and on_cpu:
+        p.error(f"with --cuda: limit, learnserve, learnserve-workers[-N] (not {', '.join(on_cpu)})")
+    args.card = cuda_card() if args.cuda else None
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     for name in args.models.split(","):

@@ -48,6 +48,10 @@ def learnserve_env(contender: str, model: BenchModel, device: str) -> dict[str, 
         env["LEARNSERVE_CAPTURE_DIR"] = tempfile.mkdtemp(prefix="learnserve-bench-capture-")
     if contender == "learnserve-capture-5pct":
         env["LEARNSERVE_CAPTURE"] = "sample:0.05"
+    if (
+        device == "cuda"
+    ):  # batches as large as the in-process limit's (the default pixel cap is sized for CPU RAM)
+        env |= {"LEARNSERVE_MAX_BATCH_SIZE": "64", "LEARNSERVE_MAX_BATCH_PIXELS": str(64 * model.size**2)}
     return env
 
 

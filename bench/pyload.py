@@ -175,7 +175,7 @@ def load_bodies(folder: Path) -> list[bytes]:
 
 
 def default_processes(connections: int) -> int:
-    return max(1, min(connections, (os.cpu_count() or 2) // 2))
+    return max(1, min(connections, (os.cpu_count() or 2) // 4))  # wrk's rule: the server keeps the rest
 
 
 def run(

@@ -27,7 +27,9 @@ from app.core.process_plan import (
     largest_body,
     memory_limit,
     plan,
+    process_bytes,
     share,
+    uses_gpu,
 )
 from tests.conftest import copy_model
 from tests.live_server import LiveServer, live_server
@@ -81,16 +83,11 @@ def test_auto_plans_no_more_processes_than_a_memory_limit_holds(tiny_model: Path
     tight = plan(fastai, 2, 2 * gib)  # the shipped pod: 2 GiB holds the budget and one fastai process
     assert pair(tight) == (1, 2)
     assert "the 2.0 GiB memory limit holds 1 beside the budget" in tight.why
-    assert (
-        plan(settings_for(tiny_model, device="cpu", backend="onnx"), 2, 2 * gib).workers == 2
-    )  # ~150 MiB each
-    assert pair(plan(settings_for(tiny_model, device="cuda"), 16, 3 * gib)) == (
-        2,
-        8,
-    )  # (3,072 - 512) // ~1,000
-    assert (
-        plan(settings_for(tiny_model, workers=2), 2, 2 * gib).workers == 2
-    )  # a number is the operator's call
+    onnx = settings_for(tiny_model, device="cpu", backend="onnx")  # ~150 MiB a process
+    assert plan(onnx, 2, 2 * gib).workers == 2
+    cuda = settings_for(tiny_model, device="cuda")  # ~2,560 MiB a process: (6,144 - 512) // 2,561
+    assert pair(plan(cuda, 16, 6 * gib)) == (2, 8)
+    assert plan(settings_for(tiny_model, workers=2), 2, 2 * gib).workers == 2  # a number: the operator's call
     v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
     assert memory_limit(v2, v1) is None
     v2.write_text("2147483648\n")
@@ -102,6 +99,46 @@ def test_auto_plans_no_more_processes_than_a_memory_limit_holds(tiny_model: Path
     assert memory_limit(v2, v1) is None
     v1.write_text("3221225472\n")
     assert memory_limit(v2, v1) == 3 * gib
+
+
+def test_the_memory_rule_counts_every_model_file_by_its_backend(tiny_model: Path, tmp_path: Path) -> None:
+    gib = 1 << 30
+    folder = tmp_path / "models"
+    copy_model(tiny_model, folder, "small")
+    copy_model(tiny_model, folder, "large")
+    (folder / ".hidden.json").write_text("{}")  # skipped, as the repository skips it
+    many = Settings(model_dir=folder, device="cpu", backend="onnx", workers="auto")
+    assert process_bytes(many) == 150 << 20  # no .onnx files: the runtime alone
+    with (folder / "large.onnx").open("wb") as f:
+        f.truncate(600 << 20)  # a sparse 600 MiB model: counted twice
+    assert process_bytes(many) == (150 << 20) + (1200 << 20)
+    assert plan(many, 2, 2 * gib).workers == 1  # (2,048 - 512) // 1,350 MiB
+    assert plan(many, 2, 4 * gib).workers == 2
+    mixed = many.model_copy(update={"model_backends": {"small": "fastai"}})  # one fastai model: its runtime
+    assert process_bytes(mixed) == (1000 << 20) + (1200 << 20) + 2 * (folder / "small.pkl").stat().st_size
+
+
+def test_auto_finds_a_gpu_only_where_the_models_would_use_it(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.core import process_plan
+
+    node = tmp_path / "nvidiactl"
+    monkeypatch.setattr(process_plan, "NVIDIA_DEVICE", node)
+    fastai = settings_for(tiny_model)  # device auto
+    assert not uses_gpu(fastai)  # no driver
+    node.touch()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert uses_gpu(fastai)
+    assert process_bytes(fastai) >= 2560 << 20  # a CUDA process: its libraries in host memory too
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not uses_gpu(fastai)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    # ONNX Runtime's CPU build (the slim image) on a GPU node: its models run on the CPU
+    assert not uses_gpu(settings_for(tiny_model, backend="onnx"))
+    assert uses_gpu(settings_for(tiny_model, backend="onnx", device="cuda"))
+    assert not uses_gpu(settings_for(tiny_model, device="cpu"))
 
 
 def test_a_number_of_workers_splits_the_cores_and_oversubscription_is_refused(tiny_model: Path) -> None:

@@ -3,8 +3,9 @@
 Why whole replicas (each with its model, its batcher, torch threads split between them) rather than front ends
 feeding one model process: on CPU the wall is one Python process doing HTTP, decoding and the model under one GIL,
 and two replicas of one thread each served the digits CNN 1.3-1.7x faster on two cores than one process of two
-threads, while a compute-bound resnet gained nothing (README: Several processes). A GPU wants the opposite (one
-model copy, large batches), so `auto` keeps one process there.
+threads, while a compute-bound resnet gained nothing (README: Several processes). On a GPU the same wall (one
+process's HTTP and decoding, not the card) is reasoned, not yet measured here: `auto` runs a replica per two cores
+there, and a front-end / model-process split is the next design if replicas leave the card idle.
 
 The supervisor is uvicorn's (it binds the socket once, spawns the processes, replaces one that dies, and stops
 the whole server when one cannot start), with what makes N processes one server:

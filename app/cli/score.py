@@ -16,7 +16,7 @@ from typing import Any
 from app.config import Settings
 from app.core.errors import CoreError, ModelRequired
 from app.core.files import classify_files
-from app.core.process_plan import Oversubscribed, available_cores, memory_limit, plan
+from app.core.process_plan import Oversubscribed, available_cores, memory_limit, plan, uses_gpu
 from app.core.repository import open_model
 from app.scoring.output import Journal, Row, chunk_rows, columns, done_rows, journal_path, write_table
 from app.scoring.processes import WORTH_IT, process_rows
@@ -183,7 +183,9 @@ def engine_rows(settings: Settings, job: ScoreJob, todo: list[str]) -> Iterator[
             )
         except Oversubscribed as e:
             raise BadSetup(str(e)) from None
-        if chosen.workers > 1 and len(todo) >= WORTH_IT:
+        # on a GPU one process: the local engine pipelines decoding beside one model copy (several scoring
+        # processes on one card are not measured yet)
+        if chosen.workers > 1 and len(todo) >= WORTH_IT and not uses_gpu(settings):
             print(f"scoring in {chosen.workers} processes, {chosen.threads} torch thread(s) each ({chosen.why})",
                   file=sys.stderr)  # fmt: skip
             yield from process_rows(settings, todo, job.top_k, job.threshold, masks_folder(job.out), chosen)

@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from app.config import Settings
@@ -29,6 +30,10 @@ MAX_GPU_WORKERS = 4
 # plus each model about twice its file (its weights, and a batch's working set). `auto` never plans more processes
 # than a container's memory limit holds beside LEARNSERVE_MAX_INFLIGHT_BYTES.
 RUNTIME_BYTES = {"fastai": 1000 << 20, "onnx": 150 << 20}
+# A process that has started CUDA holds its libraries (cuBLAS, cuDNN) in host memory too: an estimate, not measured
+# here (no GPU was lent); `make bench CUDA=1` reports the servers' summed resident memory to check it by.
+CUDA_RUNTIME_BYTES = 2560 << 20
+NVIDIA_DEVICE = Path("/dev/nvidiactl")  # present where the NVIDIA driver is
 OVERSUBSCRIBED = 2  # the exit status of a refused configuration (a usage error)
 
 
@@ -60,12 +65,10 @@ def available_cores(
 def model_sizes(settings: Settings) -> list[int | None]:
     """The weights count of each model to serve, from its manifest (no torch): None where a manifest is missing,
     unreadable or too old to say."""
-    if settings.model_dir is not None:
-        manifests = sorted(settings.model_dir.glob("*.json"))
-    else:
-        manifests = [settings.model_path.with_suffix(".json")]
+    folder, _ = settings.model_source()
     sizes: list[int | None] = []
-    for path in manifests:
+    for name in model_names(*settings.model_source()):
+        path = folder / f"{name}.json"
         try:
             manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -94,14 +97,16 @@ def process_bytes(settings: Settings) -> int:
     """About what one server process holds before any request (RUNTIME_BYTES): the heaviest runtime its models
     need, plus twice each model file."""
     folder, one = settings.model_source()
-    names = [one.stem] if one is not None else sorted(p.stem for p in folder.glob("*.json"))
-    runtime, models = RUNTIME_BYTES["onnx"], 0
+    names = model_names(folder, one)
+    runtime = max(
+        (RUNTIME_BYTES[settings.backend_for(n)] for n in names), default=RUNTIME_BYTES[settings.backend]
+    )
+    models = 0
     for name in names:
-        backend = settings.backend_for(name)
-        runtime = max(runtime, RUNTIME_BYTES[backend])
+        suffix = "onnx" if settings.backend_for(name) == "onnx" else "pkl"
         with contextlib.suppress(OSError):
-            models += 2 * (folder / f"{name}.{'onnx' if backend == 'onnx' else 'pkl'}").stat().st_size
-    return runtime + models
+            models += 2 * (folder / f"{name}.{suffix}").stat().st_size
+    return (CUDA_RUNTIME_BYTES if uses_gpu(settings) else runtime) + models
 
 
 def memory_cap(settings: Settings, memory: int | None) -> int | None:
@@ -122,9 +127,28 @@ class Plan:
 
 
 def uses_gpu(settings: Settings) -> bool:
+    """DEVICE=cuda, or `auto` where the models would find a GPU: an NVIDIA device that CUDA_VISIBLE_DEVICES does
+    not hide, and, for models served by ONNX Runtime alone, its GPU build (no torch import in the supervisor)."""
     if settings.device == "cuda":
         return True
-    return settings.device == "auto" and Path("/dev/nvidiactl").exists()  # no torch import in the supervisor
+    if settings.device != "auto" or not NVIDIA_DEVICE.exists():
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return False
+    folder, one = settings.model_source()
+    if all(settings.backend_for(name) == "onnx" for name in model_names(folder, one)):
+        try:
+            version("onnxruntime-gpu")
+        except PackageNotFoundError:
+            return False
+    return True
+
+
+def model_names(folder: Path, one: Path | None) -> list[str]:
+    """The models to serve, by name: the one file's, or every manifest's in the folder (as the repository scans)."""
+    if one is not None:
+        return [one.stem]
+    return sorted(p.stem for p in folder.glob("*.json") if not p.name.startswith("."))
 
 
 def plan(settings: Settings, cores: int, memory: int | None = None) -> Plan:
