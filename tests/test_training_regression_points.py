@@ -151,10 +151,12 @@ def test_served_answers_have_each_kinds_shape(models: dict[str, tuple[Path, str]
     folder = models["discs"][0].parent
     learn = load_learner(folder / "spots.pkl")
     rng = np.random.default_rng(5)
-    distances = []
+    distances: list[float] = []
+    middle: list[float] = []  # what answering the middle of the image would miss by: about 13 px
     with live_server(folder, tmp_path / "server.log") as live:
-        for _ in range(6):
+        for _ in range(12):
             image, centres = make_spots(rng, 48, 32)
+            middle += [np.hypot(24 - x, 16 - y) for x, y in centres.values()]
             r = httpx.post(
                 f"{live.base}/models/spots/predict", content=png(image), headers={"Content-Type": "image/png"}
             )
@@ -169,7 +171,8 @@ def test_served_answers_have_each_kinds_shape(models: dict[str, tuple[Path, str]
             distances += [
                 np.hypot(p["x"] - centres[p["name"]][0], p["y"] - centres[p["name"]][1]) for p in points
             ]
-        assert np.median(distances) < 6, distances  # answering the middle of the image: about 13
+        # learned, by the bar the validation test uses (a run measured 3.8 px against 10.3 for the mean; 6.6 once)
+        assert np.median(distances) < BETTER_THAN_MEAN * np.median(middle), (distances, middle)
         disc = write_discs(tmp_path / "one", n=1, seed=3)
         body = (disc.parent / "images" / "0000.png").read_bytes()
         r = httpx.post(
