@@ -164,9 +164,10 @@ def main() -> int:
             )
             print(f"[{name}] learn.predict loop: {row['predict']}", flush=True)
         if "score" in contenders:
-            # about three seconds of work at the in-process limit, so that the rate is not the first chunk's
+            # about eight seconds of work at the in-process limit, so that the rate is not the first chunk's nor the
+            # second scoring process's start (3 s gave 0.74 of the limit on a slow machine, 10,240 files 0.94-0.96)
             copies = (
-                max(4, round(max(row["limit"][f"ips_b{b}"] for b in batches) * 3 / 64))
+                max(4, round(max(row["limit"][f"ips_b{b}"] for b in batches) * 8 / 64))
                 if "limit" in row
                 else 16
             )
