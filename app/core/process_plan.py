@@ -65,9 +65,9 @@ def available_cores(
 def model_sizes(settings: Settings) -> list[int | None]:
     """The weights count of each model to serve, from its manifest (no torch): None where a manifest is missing,
     unreadable or too old to say."""
-    folder, _ = settings.model_source()
+    folder, one = settings.model_source()
     sizes: list[int | None] = []
-    for name in model_names(*settings.model_source()):
+    for name in model_names(folder, one):
         path = folder / f"{name}.json"
         try:
             manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
@@ -153,11 +153,11 @@ def model_names(folder: Path, one: Path | None) -> list[str]:
 
 def plan(settings: Settings, cores: int, memory: int | None = None) -> Plan:
     """How many processes and threads. `auto`: on a GPU, a process per two cores (at most 4), the cores split
-    between them; on CPU, for small
-    models (every one under SMALL_MODEL weights, by its manifest), as many single-thread processes as cores (at
-    most 8, or cores / LEARNSERVE_TORCH_THREADS); otherwise one process with every core. A number: that many, with
-    the cores split between them unless TORCH_THREADS is given; over the cores (or a budget share too small for
-    one request), Oversubscribed."""
+    between them; on CPU, for small models (every one under SMALL_MODEL weights, by its manifest), as many
+    single-thread processes as cores (at most 8, or cores / LEARNSERVE_TORCH_THREADS); otherwise one process with
+    every core; never more than a memory limit (`memory`: a container's) holds beside the budget (memory_cap). A
+    number: that many, with the cores split between them unless TORCH_THREADS is given; over the cores (or a budget
+    share too small for one request), Oversubscribed."""
     threads = settings.torch_threads
     if settings.workers != "auto":
         n = settings.workers
