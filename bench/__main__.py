@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.assets import MODELS, WORK, BenchModel, ensure_images, ensure_model
-from bench.load import memory_mb, running_server, wrk
+from bench.load import WORKERS_CONTENDER, memory_mb, running_server, wrk
 from bench.report import write_report
 
 SERVERS = (
@@ -93,6 +93,11 @@ def serve_and_load(
             "ready_s": server.ready_seconds}  # fmt: skip
 
 
+def _fastai_workers(contender: str) -> bool:
+    found = WORKERS_CONTENDER.fullmatch(contender)
+    return found is not None and found.group(1) is None
+
+
 def cuda_card() -> str:
     """The GPU's name, or exit with why there is none (a CUDA run on a machine without one measures nothing)."""
     probe = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
@@ -131,11 +136,11 @@ def main() -> int:
     WORK.mkdir(exist_ok=True)
     log = WORK / "bench.log"
     contenders = args.contenders.split(",")
-    servers = [c for c in contenders if c in SERVERS or re.fullmatch(r"learnserve(-onnx)?-workers-\d+", c)]
+    servers = [c for c in contenders if c in SERVERS or WORKERS_CONTENDER.fullmatch(c)]
     unknown = set(contenders) - set(CONTENDERS) - set(servers)
     if unknown or not set(args.models.split(",")) <= set(MODELS):
         p.error(f"unknown contender or model: {', '.join(sorted(unknown)) or args.models}")
-    on_cpu = [c for c in contenders if c != "limit" and not re.fullmatch(r"learnserve(-workers(-\d+)?)?", c)]
+    on_cpu = [c for c in contenders if c not in ("limit", "learnserve") and not _fastai_workers(c)]
     if args.cuda and on_cpu:
         p.error(f"with --cuda: limit, learnserve, learnserve-workers[-N] (not {', '.join(on_cpu)})")
     args.card = cuda_card() if args.cuda else None

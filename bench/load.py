@@ -30,16 +30,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# learnserve with LEARNSERVE_WORKERS=auto (`-workers`) or N processes (`-workers-N`), either backend
+WORKERS_CONTENDER = re.compile(r"learnserve(-onnx)?-workers(?:-(\d+))?")
+
+
 def learnserve_env(contender: str, model: BenchModel, device: str) -> dict[str, str]:
     """learnserve exactly as `make serve` starts it, with the contender's backend, processes and capture."""
-    workers = re.fullmatch(r"learnserve(?:-onnx)?-workers(?:-(\d+))?", contender)
+    workers = WORKERS_CONTENDER.fullmatch(contender)
     env = {
         "LEARNSERVE_MODEL_PATH": str(model.path),
         "LEARNSERVE_BACKEND": "onnx" if contender.startswith("learnserve-onnx") else "fastai",
         "LEARNSERVE_DEVICE": device,
         "MALLOC_ARENA_MAX": "2",
         # one process, comparable with every earlier run; `-workers` is the default `auto`, `-workers-N` N processes
-        "LEARNSERVE_WORKERS": (workers.group(1) or "auto") if workers else "1",
+        "LEARNSERVE_WORKERS": (workers.group(2) or "auto") if workers else "1",
     }
     # capture on, at its default policy (issue 25: within 10% of capture off). The bench's models are untrained
     # (bench/assets.py): every answer is under 0.6, so the default policy keeps every input, the worst case;
@@ -48,9 +52,7 @@ def learnserve_env(contender: str, model: BenchModel, device: str) -> dict[str, 
         env["LEARNSERVE_CAPTURE_DIR"] = tempfile.mkdtemp(prefix="learnserve-bench-capture-")
     if contender == "learnserve-capture-5pct":
         env["LEARNSERVE_CAPTURE"] = "sample:0.05"
-    if (
-        device == "cuda"
-    ):  # batches as large as the in-process limit's (the default pixel cap is sized for CPU RAM)
+    if device == "cuda":  # batches as large as the in-process limit's (the default cap is sized for CPU RAM)
         env |= {"LEARNSERVE_MAX_BATCH_SIZE": "64", "LEARNSERVE_MAX_BATCH_PIXELS": str(64 * model.size**2)}
     return env
 

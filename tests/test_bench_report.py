@@ -34,18 +34,18 @@ def test_contender_names_choose_backend_processes_and_device() -> None:
 
 
 def test_memory_is_summed_over_a_process_and_its_children() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(200 << 20); time.sleep(30)"])
+    hold = "import time; b = bytearray(200 << 20); print('ready', flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
     try:
-        for _ in range(200):  # until the child holds its 200 MB
-            if child.pid in process_tree(os.getpid()) and memory_mb(child.pid, "VmRSS") > 200:
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"  # the child holds its 200 MB (zeroed: resident)
+        assert child.pid in process_tree(os.getpid())
         alone = memory_mb(child.pid, "VmRSS")
         assert alone > 200
         assert memory_mb(os.getpid(), "VmRSS") > alone  # this process plus its child
     finally:
         child.kill()
-        child.wait()
+        child.communicate()  # reaped, its pipe closed
 
 
 def server(rps: float, p50: float) -> dict[str, float]:
